@@ -1,0 +1,90 @@
+# tabserve — `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PORT ?= 3000
+HOST ?= 0.0.0.0
+MODEL ?= tabserve
+PYTEST_ARGS ?=
+
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+# Embedded defaults: every piece of state lives inside the clone unless overridden.
+export BENTOML_HOME ?= $(CURDIR)/.bentoml
+export PATH := $(BIN):$(HOME)/.local/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+
+.PHONY: help
+help: ## List every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: PORT=$(PORT) HOST=$(HOST) MODEL=$(MODEL) BENTOML_HOME=$(BENTOML_HOME)"
+
+$(UV):
+	@echo ">> installing uv (not found on PATH)"
+	python3 -m pip install --quiet --user uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+.PHONY: setup
+setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
+
+.PHONY: train
+train: setup ## Run the DVC pipeline (ingest → … → import into the BentoML store)
+	$(BIN)/dvc repro
+
+.PHONY: model
+model: setup ## Train only if the BentoML store has no model yet
+	@if [ -f "$(BENTOML_HOME)/models/$(MODEL)/latest" ]; then \
+		echo ">> model $(MODEL):$$(cat $(BENTOML_HOME)/models/$(MODEL)/latest) found in $(BENTOML_HOME) (make train to retrain)"; \
+	else \
+		echo ">> no model $(MODEL) in $(BENTOML_HOME): training on the data in params.yaml (about a minute)"; \
+		$(BIN)/dvc repro; \
+	fi
+
+.PHONY: serve
+serve: model ## Set up, train if no model exists, then serve on PORT (default 3000)
+	@echo ">> the model is in the BentoML store: the service arrives with the service issue."
+	@echo ">> inspect it with: BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentoml models get $(MODEL):latest"
+
+.PHONY: rollback
+rollback: setup ## Point @champion back at VERSION=N and import it into the BentoML store
+	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=<registered version>"; exit 2; }
+	$(BIN)/python -m training.promote rollback --to $(VERSION)
+
+.PHONY: push
+push: setup ## Push DVC-tracked data and models to the DVC remote (local folder by default)
+	$(BIN)/dvc push
+
+.PHONY: mlflow-ui
+mlflow-ui: setup ## Browse runs and the model registry (embedded SQLite store) on port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" --port 5000
+
+.PHONY: lint
+lint: setup ## Ruff (lint + format check) and mypy on tabserve/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: format
+format: setup ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: test
+test: setup lint ## The whole suite: lint, types, unit, pipeline, service tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: setup ## Only the fast unit tests
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## Remove pipeline outputs and caches (keeps .venv, MLflow, the BentoML store and the DVC remote)
+	rm -rf data/raw data/prepared tuning/best_params.json models plots registry metrics.json \
+		.pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""tabserve: runtime library shared by training, service and UI."""

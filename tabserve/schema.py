@@ -1,0 +1,286 @@
+"""The FeatureSchema: the contract between training, serving, the UI and load tests.
+
+It is inferred once from the training data, saved next to the model as JSON, and
+read back by every consumer. Nothing downstream hard-codes a feature name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+FeatureKind = Literal["numeric", "categorical"]
+Label = str | int
+
+# Column names that, together with all-unique values, mark a row identifier.
+_ID_NAME = re.compile(r"^(unnamed: ?\d+|index|id|row_?id|.*[_ ]id)$", re.IGNORECASE)
+
+
+class FeatureSpec(BaseModel):
+    """One input feature as observed in the training data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: FeatureKind
+    integer: bool = False
+    categories: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    median: float | None = None
+    mode: str | None = None
+    nullable: bool = False
+
+
+class TargetSpec(BaseModel):
+    """The label column: its name and the classes, in model output order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    classes: list[Label]
+
+    @property
+    def task(self) -> Literal["binary", "multiclass"]:
+        """``binary`` for two classes, ``multiclass`` otherwise."""
+        return "binary" if len(self.classes) == 2 else "multiclass"
+
+
+class DroppedColumn(BaseModel):
+    """A column present in the raw data that the model does not use, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    reason: str
+
+
+class FeatureSchema(BaseModel):
+    """Features, target and dropped columns of one trained model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    features: list[FeatureSpec]
+    target: TargetSpec
+    dropped: list[DroppedColumn] = Field(default_factory=list)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Feature names in model input order."""
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> FeatureSpec:
+        """The spec of feature ``name``.
+
+        Raises:
+            KeyError: if the schema has no such feature.
+        """
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    # ---- persistence -------------------------------------------------------
+    def to_json(self) -> str:
+        """Serialise to indented, key-stable JSON."""
+        return self.model_dump_json(indent=2)
+
+    def save(self, path: str | Path) -> None:
+        """Write the schema as JSON to ``path``."""
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSchema:
+        """Read a schema written by :meth:`save`."""
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+    # ---- frames ------------------------------------------------------------
+    def to_frame(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+        """Build the model's input frame: schema column order and dtypes.
+
+        Numeric features become float64 (missing → NaN); categoricals become
+        ``category`` with exactly the schema's categories, so the encoding is
+        identical at training and serving time. Values outside the known
+        categories become missing: validate first where that matters.
+        """
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+        columns: dict[str, pd.Series] = {}
+        for spec in self.features:
+            if spec.name in frame.columns:
+                col = frame[spec.name]
+            else:
+                col = pd.Series([None] * len(frame), index=frame.index, dtype="object")
+            if spec.kind == "numeric":
+                columns[spec.name] = pd.to_numeric(col, errors="coerce").astype("float64")
+            else:
+                as_text = col.astype("object").map(_category_text)
+                columns[spec.name] = pd.Series(
+                    pd.Categorical(as_text, categories=spec.categories or []),
+                    index=frame.index,
+                )
+        return pd.DataFrame(columns, index=frame.index)
+
+    def encode_target(self, values: pd.Series) -> np.ndarray:
+        """Map labels to class indices (the model's output order).
+
+        Raises:
+            ValueError: if a label is not one of the schema's classes.
+        """
+        lookup = {_label_key(c): i for i, c in enumerate(self.target.classes)}
+        keys = values.map(_label_key)
+        unknown = sorted({str(k) for k in keys if k not in lookup})
+        if unknown:
+            raise ValueError(f"unknown target label(s) {unknown}; known: {self.target.classes}")
+        return keys.map(lookup).to_numpy(dtype=np.int64)
+
+    def example_row(self) -> dict[str, Any]:
+        """A valid row built from the schema: medians and most frequent categories."""
+        row: dict[str, Any] = {}
+        for spec in self.features:
+            if spec.kind == "numeric":
+                value = spec.median if spec.median is not None else 0.0
+                row[spec.name] = int(value) if spec.integer else value
+            else:
+                row[spec.name] = spec.mode or next(iter(spec.categories or []), None)
+        return row
+
+
+def _category_text(value: Any) -> Any:
+    """Render a categorical value as the schema stores it (text), keeping missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _label_key(value: Any) -> Label:
+    """Normalise a label so that 1, 1.0, np.int64(1) and "1" compare as the class 1."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
+    text = str(value)
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return text
+
+
+def is_id_like(series: pd.Series) -> bool:
+    """Whether a column looks like a row identifier rather than a feature.
+
+    A column is ID-like when every value is present and unique and either its name
+    says so (``Unnamed: 0``, ``id``, ``customer_id``...), or it is an integer
+    counter (consecutive values), or it is text (a unique string per row carries
+    no pattern a tree model can learn).
+    """
+    n = len(series)
+    if n < 2 or series.isna().any() or series.nunique(dropna=False) != n:
+        return False
+    if _ID_NAME.match(str(series.name)):
+        return True
+    if pd.api.types.is_integer_dtype(series):
+        ordered = np.sort(series.to_numpy())
+        return bool(np.all(np.diff(ordered) == 1))
+    return bool(pd.api.types.is_string_dtype(series) or series.dtype == object)
+
+
+def _is_categorical(series: pd.Series) -> bool:
+    return bool(
+        isinstance(series.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(series)
+        or pd.api.types.is_string_dtype(series)
+        or series.dtype == object
+    )
+
+
+def infer_feature(series: pd.Series) -> FeatureSpec:
+    """Infer one feature's spec from its training values."""
+    name = str(series.name)
+    nullable = bool(series.isna().any())
+    if _is_categorical(series):
+        text = series.astype("object").map(_category_text).dropna()
+        categories = sorted(set(text))
+        mode = str(text.value_counts().idxmax()) if len(text) else None
+        return FeatureSpec(
+            name=name, kind="categorical", categories=categories, mode=mode, nullable=nullable
+        )
+    values = pd.to_numeric(series, errors="coerce").astype("float64")
+    finite = values[np.isfinite(values)]
+    integer = bool(pd.api.types.is_integer_dtype(series)) or bool(
+        len(finite) and np.all(np.equal(np.mod(finite, 1), 0))
+    )
+    if len(finite) == 0:
+        return FeatureSpec(name=name, kind="numeric", integer=integer, nullable=True)
+    return FeatureSpec(
+        name=name,
+        kind="numeric",
+        integer=integer,
+        min=float(finite.min()),
+        max=float(finite.max()),
+        median=float(finite.median()),
+        nullable=nullable,
+    )
+
+
+def infer_target(series: pd.Series) -> TargetSpec:
+    """Infer the target's classes, sorted, as ints where every label is integral."""
+    keys = series.dropna().map(_label_key)
+    classes: list[Label]
+    if all(isinstance(k, int) for k in keys):
+        classes = sorted({int(k) for k in keys})
+    else:
+        classes = sorted({str(k) for k in keys})
+    return TargetSpec(name=str(series.name), classes=classes)
+
+
+def infer_schema(frame: pd.DataFrame, target: str) -> FeatureSchema:
+    """Infer the FeatureSchema of ``frame`` with label column ``target``.
+
+    ID-like columns are listed in ``dropped`` (the caller warns), everything else
+    becomes a numeric or categorical feature in frame order.
+    """
+    features: list[FeatureSpec] = []
+    dropped: list[DroppedColumn] = []
+    for name in frame.columns:
+        if name == target:
+            continue
+        series = frame[name]
+        if is_id_like(series):
+            dropped.append(DroppedColumn(name=str(name), reason="id-like: unique value per row"))
+        elif series.isna().all():
+            dropped.append(DroppedColumn(name=str(name), reason="empty: every value is missing"))
+        else:
+            features.append(infer_feature(series))
+    return FeatureSchema(features=features, target=infer_target(frame[target]), dropped=dropped)
+
+
+def schema_from_json(text: str | bytes | Mapping[str, Any]) -> FeatureSchema:
+    """Parse a schema from JSON text or an already-decoded mapping."""
+    if isinstance(text, Mapping):
+        return FeatureSchema.model_validate(dict(text))
+    return FeatureSchema.model_validate(json.loads(text))
+
+
+def describe(schema: FeatureSchema) -> Sequence[str]:
+    """Human-readable one-liners, for logs and CLIs."""
+    lines = []
+    for f in schema.features:
+        if f.kind == "numeric":
+            lines.append(f"{f.name}: numeric [{f.min}, {f.max}]{' nullable' if f.nullable else ''}")
+        else:
+            lines.append(f"{f.name}: categorical {f.categories}{' nullable' if f.nullable else ''}")
+    return lines

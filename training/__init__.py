@@ -1,0 +1,1 @@
+"""Training pipeline: one module per DVC stage (pure core function + thin CLI)."""

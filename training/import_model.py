@@ -1,0 +1,147 @@
+"""Stage `import`: the ``@champion`` model goes into the BentoML model store with its lineage.
+
+The BentoML model ``<model_name>:v<registry version>`` holds a bundle (see
+``tabserve/bundle.py``): the native booster, the schema, sample test rows and
+``lineage.json`` (MLflow run and registry version, DVC data md5, git commit,
+params, test metrics, model sha256). Re-importing makes it the store's latest.
+Output: ``registry/bento_model.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tabserve.bundle import BundleIntegrityError, Lineage, sha256_file, write_bundle
+from tabserve.schema import FeatureSchema
+from training.params import load_params
+from training.register import CHAMPION
+
+log = logging.getLogger("training.import")
+
+BENTO_MODEL_PATH = Path("registry/bento_model.json")
+
+
+def champion_lineage(mv: Any, model_name: str) -> Lineage:
+    """Lineage of a registered model version, from the tags the register stage wrote."""
+    tags = mv.tags
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC).isoformat()
+    return Lineage(
+        model_name=model_name,
+        registry_version=str(mv.version),
+        mlflow_run_id=tags.get("mlflow_run_id") or mv.run_id,
+        data_md5=json.loads(tags["data_md5"]),
+        git_commit=tags["git_commit"],
+        params=json.loads(tags["params"]),
+        metrics=json.loads(tags["metrics"]),
+        model_sha256=tags["model_sha256"],
+        created_at=created,
+        registry_alias=CHAMPION,
+        mlflow_model_uri=f"models:/{model_name}/{mv.version}",
+    )
+
+
+def import_champion(model_name: str) -> dict[str, str]:
+    """Copy ``models:/<model_name>@champion`` into the BentoML store; return its tag and hash.
+
+    Raises:
+        BundleIntegrityError: the downloaded model does not match its recorded sha256.
+    """
+    import bentoml
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias(model_name, CHAMPION)
+    lineage = champion_lineage(mv, model_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{model_name}/{mv.version}", dst_path=f"{tmp}/model"
+            )
+        )
+        model_file = next(model_dir.rglob("model.ubj"))
+        if sha256_file(model_file) != lineage.model_sha256:
+            raise BundleIntegrityError(
+                f"registered version {mv.version}: model file hash differs from its lineage"
+            )
+        run_files = {
+            name: Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=lineage.mlflow_run_id, artifact_path=name, dst_path=f"{tmp}/run"
+                )
+            )
+            for name in ("schema.json", "examples.json")
+        }
+        schema = FeatureSchema.load(run_files["schema.json"])
+        examples = json.loads(run_files["examples.json"].read_text())
+        tag = bentoml.Tag(model_name, f"v{mv.version}")
+        try:
+            bentoml.models.delete(
+                tag
+            )  # re-importing (e.g. after a rollback) makes it `latest` again
+            log.info("replacing %s in the BentoML store", tag)
+        except bentoml.exceptions.NotFound:
+            pass
+        metadata = {k: v for k, v in lineage.model_dump().items() if k not in ("params",)}
+        with bentoml.models.create(
+            tag,
+            labels={"registry_version": str(mv.version), "alias": CHAMPION, "stage": "production"},
+            metadata=metadata,
+            module="tabserve.bundle",
+        ) as bento_model:
+            write_bundle(
+                bento_model.path,
+                model_file=model_file,
+                schema=schema,
+                lineage=lineage,
+                examples=examples,
+            )
+    return {
+        "tag": str(tag),
+        "registry_version": str(mv.version),
+        "model_sha256": lineage.model_sha256,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: import ``@champion`` into the BentoML store, write ``registry/bento_model.json``."""
+    from training.environment import configure_logging, configure_mlflow, use_bentoml_home
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    configure_logging()
+    params = load_params(args.params)
+    home = use_bentoml_home()
+    configure_mlflow(params.registry.experiment)
+    try:
+        record = import_champion(params.registry.model_name)
+    except BundleIntegrityError as exc:
+        log.error("import refused: %s", exc)
+        return 1
+    BENTO_MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
+    BENTO_MODEL_PATH.write_text(
+        json.dumps(record | {"bentoml_home": str(home)}, indent=2, sort_keys=True) + "\n"
+    )
+    log.info(
+        "imported @%s (registry version %s) into the BentoML store at %s as %s",
+        CHAMPION,
+        record["registry_version"],
+        home,
+        record["tag"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Stage `ingest`: bring the source data into the repo (``data/raw/data.parquet``).
+
+``data.source`` is an embedded dataset name (shipped inside scikit-learn, so
+nothing is downloaded) or a path to a CSV or Parquet file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from training.errors import DataError
+from training.params import load_params
+
+log = logging.getLogger("training.ingest")
+
+EMBEDDED = ("breast_cancer", "iris", "wine")
+RAW_PATH = Path("data/raw/data.parquet")
+
+
+def load_embedded(name: str) -> pd.DataFrame:
+    """One of scikit-learn's bundled datasets as a frame with a ``target`` column."""
+    from sklearn import datasets
+
+    loader = getattr(datasets, f"load_{name}")
+    return loader(as_frame=True).frame
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, refusing duplicate column names.
+
+    Raises:
+        DataError: the file is missing, unreadable, empty or has duplicate columns.
+    """
+    if not path.is_file():
+        raise DataError(f"data source {path} does not exist (data.source in params.yaml)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle), [])
+            names = header
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            names = list(pq.read_schema(path).names)
+            if not _duplicates(names):
+                frame = pd.read_parquet(path)
+        else:
+            raise DataError(
+                f"data source {path}: unsupported file type {suffix!r} (use .csv or .parquet)"
+            )
+    except DataError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"data source {path} could not be read: {exc}") from exc
+    except Exception as exc:  # pyarrow raises its own error types for corrupt files
+        raise DataError(
+            f"data source {path} could not be read: {type(exc).__name__}: {exc}"
+        ) from exc
+    duplicated = _duplicates([str(n) for n in names])
+    if duplicated:
+        raise DataError(f"data source {path} has duplicate column names: {', '.join(duplicated)}")
+    if frame.empty or len(frame.columns) == 0:
+        raise DataError(f"data source {path} has no rows")
+    return frame
+
+
+def ingest(source: str, root: Path) -> pd.DataFrame:
+    """Load ``source`` (embedded name or file path relative to ``root``) as a frame."""
+    if source in EMBEDDED:
+        return load_embedded(source)
+    path = Path(source)
+    return read_table(path if path.is_absolute() else root / path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: read params.yaml, ingest, write ``data/raw/data.parquet`` atomically."""
+    from training.environment import configure_logging
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RAW_PATH, help="output file (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    configure_logging()
+    params = load_params(args.params)
+    try:
+        frame = ingest(params.data.source, Path.cwd())
+    except DataError as exc:
+        log.error("ingest failed: %s", exc)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_suffix(".partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(args.out)
+    log.info(
+        "ingested %d rows x %d columns from %s → %s",
+        len(frame),
+        frame.shape[1],
+        params.data.source,
+        args.out,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

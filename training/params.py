@@ -1,0 +1,88 @@
+"""params.yaml, validated: a typo or a wrong type is an error, never a silent default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+METRICS_HIGHER_IS_BETTER = {"accuracy": True, "roc_auc": True, "f1": True, "log_loss": False}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Strict):
+    source: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+
+
+class PrepareParams(_Strict):
+    test_size: float = Field(gt=0, lt=0.9)
+    valid_size: float = Field(gt=0, lt=0.9)
+    min_rows_per_class: int = Field(ge=3)
+
+
+class Range(_Strict):
+    low: float
+    high: float
+    log: bool = False
+    type: Literal["float", "int"] = "float"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+class TuneParams(_Strict):
+    n_trials: int = Field(ge=1)
+    timeout_s: float = Field(gt=0)
+    num_boost_round: int = Field(ge=1)
+    early_stopping_rounds: int = Field(ge=1)
+    space: dict[str, Range]
+
+
+class TrainParams(_Strict):
+    num_boost_round: int = Field(ge=1)
+    early_stopping_rounds: int = Field(ge=1)
+    nthread: int = Field(ge=1)
+
+
+class RegistryParams(_Strict):
+    model_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
+    experiment: str = Field(min_length=1)
+
+
+class PromoteParams(_Strict):
+    metric: Literal["accuracy", "roc_auc", "log_loss", "f1"]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS_HIGHER_IS_BETTER[self.metric]
+
+
+class Params(_Strict):
+    seed: int
+    data: DataParams
+    prepare: PrepareParams
+    tune: TuneParams
+    train: TrainParams
+    registry: RegistryParams
+    promote: PromoteParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``.
+
+    Raises:
+        pydantic.ValidationError: naming the key at fault.
+    """
+    with Path(path).open(encoding="utf-8") as handle:
+        return Params.model_validate(yaml.safe_load(handle))

@@ -1,0 +1,274 @@
+"""Stage `promote`: challenger vs ``@champion`` on the frozen test set.
+
+``@champion`` moves to the challenger only when it is at least as good on
+``promote.metric`` (the first model always becomes champion). The decision is
+written to ``registry/promotion.json`` and to MLflow (a ``promote`` run and tags
+on the challenger's version).
+
+``python -m training.promote rollback --to VERSION`` points ``@champion`` back at
+an earlier registered version (recorded in MLflow too) and imports it into the
+BentoML store, so the next ``make serve`` serves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tabserve.schema import FeatureSchema
+from training.params import METRICS_HIGHER_IS_BETTER, load_params
+from training.register import CHALLENGER, CHAMPION
+
+log = logging.getLogger("training.promote")
+
+PROMOTION_PATH = Path("registry/promotion.json")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the challenger becomes champion, and why."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    challenger_version: str
+    challenger_score: float | None
+    champion_version: str | None
+    champion_score: float | None
+
+    @property
+    def champion_after(self) -> str | None:
+        """The version that holds ``@champion`` after the decision."""
+        return self.challenger_version if self.promoted else self.champion_version
+
+
+def decide(
+    metric: str,
+    challenger_version: str,
+    challenger_score: float | None,
+    champion_version: str | None,
+    champion_score: float | None,
+    comparable: bool = True,
+) -> Decision:
+    """Pure decision rule: promote when there is no champion, the champion cannot be
+    scored on this data, or the challenger is at least as good on ``metric``."""
+    higher = METRICS_HIGHER_IS_BETTER[metric]
+    args: dict[str, Any] = {
+        "metric": metric,
+        "challenger_version": challenger_version,
+        "challenger_score": challenger_score,
+        "champion_version": champion_version,
+        "champion_score": champion_score,
+    }
+    if champion_version is None:
+        return Decision(True, "no champion yet: the first model becomes champion", **args)
+    if champion_version == challenger_version:
+        return Decision(True, "the challenger already is the champion", **args)
+    if not comparable or champion_score is None or challenger_score is None:
+        return Decision(
+            True,
+            "the champion was trained on another schema and cannot be scored "
+            "on this test set: the challenger replaces it",
+            **args,
+        )
+    better = challenger_score >= champion_score if higher else challenger_score <= champion_score
+    relation = "at least as good as" if better else "worse than"
+    reason = (
+        f"challenger {metric}={challenger_score:.6f} is {relation} champion "
+        f"{metric}={champion_score:.6f} on the same test set"
+    )
+    return Decision(better, reason, **args)
+
+
+def _download_version(name: str, version: str, dst: Path) -> tuple[Any, FeatureSchema]:
+    """The booster and schema of a registered version, from MLflow."""
+    import mlflow
+    import xgboost as xgb
+
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(name, version)
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{name}/{version}", dst_path=str(dst / "model")
+        )
+    )
+    run_id = mv.tags.get("mlflow_run_id") or mv.run_id
+    schema_path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="schema.json", dst_path=str(dst / "schema")
+    )
+    booster = xgb.Booster()
+    booster.load_model(next(model_dir.rglob("model.ubj")))
+    return booster, FeatureSchema.load(schema_path)
+
+
+def score_version(
+    name: str, version: str, schema: FeatureSchema, test: pd.DataFrame, metric: str
+) -> float | None:
+    """``metric`` of a registered version on ``test``; None if its schema is not ``schema``."""
+    from training.modeling import classification_metrics, predict_proba
+
+    with tempfile.TemporaryDirectory() as tmp:
+        booster, own_schema = _download_version(name, version, Path(tmp))
+    if own_schema.features != schema.features or own_schema.target != schema.target:
+        return None
+    proba = predict_proba(booster, schema, test)
+    return classification_metrics(schema.encode_target(test[schema.target.name]), proba)[metric]
+
+
+def record_decision(decision: Decision, model_name: str, experiment: str) -> None:
+    """Write the decision to ``registry/promotion.json``, MLflow and the registry aliases."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if decision.promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, decision.challenger_version)
+    outcome = "promoted" if decision.promoted else "rejected"
+    client.set_model_version_tag(
+        model_name, decision.challenger_version, "promotion.decision", outcome
+    )
+    client.set_model_version_tag(
+        model_name, decision.challenger_version, "promotion.reason", decision.reason
+    )
+    with mlflow.start_run(run_name=f"promote-v{decision.challenger_version}"):
+        mlflow.set_tags(
+            {
+                "stage": "promote",
+                "decision": outcome,
+                "reason": decision.reason,
+                "challenger_version": decision.challenger_version,
+                "champion_before": str(decision.champion_version),
+                "champion_after": str(decision.champion_after),
+            }
+        )
+        scores = {"challenger": decision.challenger_score, "champion": decision.champion_score}
+        mlflow.log_metrics(
+            {f"{who}_{decision.metric}": s for who, s in scores.items() if s is not None}
+        )
+    PROMOTION_PATH.parent.mkdir(parents=True, exist_ok=True)
+    record = asdict(decision) | {
+        "champion_after": decision.champion_after,
+        "model_name": model_name,
+    }
+    PROMOTION_PATH.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def current_champion(client: Any, model_name: str) -> str | None:
+    """The version behind ``@champion``, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model_name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def run_promotion(args: argparse.Namespace) -> int:
+    """Compare ``@challenger`` with ``@champion`` and move ``@champion`` if it earned it."""
+    import mlflow
+
+    from training.environment import configure_mlflow
+
+    params = load_params(args.params)
+    name, metric = params.registry.model_name, params.promote.metric
+    configure_mlflow(params.registry.experiment)
+    client = mlflow.MlflowClient()
+    challenger = str(client.get_model_version_by_alias(name, CHALLENGER).version)
+    champion = current_champion(client, name)
+    schema = FeatureSchema.load(args.prepared / "schema.json")
+    test = pd.read_parquet(args.prepared / "test.parquet")
+    challenger_score = score_version(name, challenger, schema, test, metric)
+    champion_score = None
+    if champion is not None and champion != challenger:
+        champion_score = score_version(name, champion, schema, test, metric)
+    decision = decide(
+        metric,
+        challenger,
+        challenger_score,
+        champion,
+        champion_score,
+        comparable=champion is None or champion == challenger or champion_score is not None,
+    )
+    record_decision(decision, name, params.registry.experiment)
+    log.info(
+        "%s: %s → @champion is version %s",
+        "PROMOTED" if decision.promoted else "KEPT CHAMPION",
+        decision.reason,
+        decision.champion_after,
+    )
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    """Point ``@champion`` at ``args.to`` (an existing version), record it, import it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training.environment import configure_mlflow
+
+    params = load_params(args.params)
+    name = params.registry.model_name
+    configure_mlflow(params.registry.experiment)
+    client = mlflow.MlflowClient()
+    try:
+        client.get_model_version(name, args.to)
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        log.error("model %s has no version %s; versions: %s", name, args.to, versions)
+        return 2
+    before = current_champion(client, name)
+    client.set_registered_model_alias(name, CHAMPION, args.to)
+    client.set_model_version_tag(name, args.to, "rollback.from", str(before))
+    with mlflow.start_run(run_name=f"rollback-to-v{args.to}"):
+        mlflow.set_tags(
+            {
+                "stage": "rollback",
+                "champion_before": str(before),
+                "champion_after": args.to,
+                "reason": args.reason,
+            }
+        )
+    log.info("rolled @champion back from version %s to %s", before, args.to)
+    if args.no_import:
+        return 0
+    from training.import_model import main as import_main
+
+    return import_main(["--params", args.params])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``promote`` (the DVC stage) or ``promote rollback --to N``."""
+    from training.environment import configure_logging
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--prepared", type=Path, default=Path("data/prepared"), help="prepared data folder"
+    )
+    sub = parser.add_subparsers(dest="command")
+    rollback = sub.add_parser(
+        "rollback", help="point @champion at an earlier version and import it"
+    )
+    rollback.add_argument("--to", required=True, help="registered version to make champion")
+    rollback.add_argument("--reason", default="manual rollback", help="recorded in MLflow")
+    rollback.add_argument("--no-import", action="store_true", help="only move the alias")
+    args = parser.parse_args(argv)
+    configure_logging()
+    if args.command == "rollback":
+        return run_rollback(args)
+    return run_promotion(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

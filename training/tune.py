@@ -1,0 +1,376 @@
+"""Stage `tune`: an Optuna study over XGBoost hyperparameters, every trial an MLflow run.
+
+The study lives in Optuna storage (SQLite in the repo by default), named after
+the data and the tuning params, so a killed run resumes where it stopped and a
+change of params starts a fresh study. Trials are nested MLflow runs under one
+parent run, which also holds the best params and the study's plots.
+
+Several workers can share one study: point ``TABSERVE_OPTUNA_STORAGE`` (and
+``MLFLOW_TRACKING_URI``) at PostgreSQL and run ``python -m training.tune
+--worker`` on as many machines as you like; they stop once ``tune.n_trials``
+trials have finished in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import xgboost as xgb
+from optuna.trial import TrialState
+
+from tabserve.bundle import md5_file
+from tabserve.schema import FeatureSchema
+from training.modeling import dmatrix, eval_metric_name, objective_params
+from training.params import Params, TuneParams, load_params
+
+log = logging.getLogger("training.tune")
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+BEST_PARAMS_PATH = Path("tuning/best_params.json")
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+
+
+def study_name(params: Params, data_md5: dict[str, str]) -> str:
+    """A study name that changes when the data or anything tuning depends on changes."""
+    key = json.dumps(
+        {
+            "tune": params.tune.model_dump(),
+            "seed": params.seed,
+            "data": data_md5,
+            "nthread": params.train.nthread,
+        },
+        sort_keys=True,
+    )
+    return f"{params.registry.model_name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def suggest(trial: optuna.Trial, space: TuneParams) -> dict[str, Any]:
+    """Sample one point of the search space declared in params.yaml."""
+    values: dict[str, Any] = {}
+    for name, rng in space.space.items():
+        if rng.type == "int":
+            values[name] = trial.suggest_int(name, int(rng.low), int(rng.high), log=rng.log)
+        else:
+            values[name] = trial.suggest_float(name, rng.low, rng.high, log=rng.log)
+    return values
+
+
+def fit(
+    booster_params: dict[str, Any],
+    dtrain: xgb.DMatrix,
+    dvalid: xgb.DMatrix,
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    callbacks: list[xgb.callback.TrainingCallback] | None = None,
+) -> xgb.Booster:
+    """Train with early stopping on the validation split."""
+    return xgb.train(
+        booster_params,
+        dtrain,
+        num_boost_round=num_boost_round,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=early_stopping_rounds,
+        callbacks=callbacks,
+        verbose_eval=False,
+    )
+
+
+def make_objective(
+    schema: FeatureSchema,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    params: Params,
+    study: str,
+    log_trial: Any = None,
+) -> Any:
+    """The Optuna objective: validation log loss of an early-stopped booster.
+
+    ``log_trial(trial, values, result)`` is called for every finished or pruned
+    trial (the CLI logs it as a nested MLflow run).
+    """
+    from optuna_integration import XGBoostPruningCallback
+
+    dtrain, dvalid = dmatrix(schema, train), dmatrix(schema, valid)
+    fixed = objective_params(schema, params.seed, params.train.nthread)
+    metric = eval_metric_name(schema)
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, params.tune)
+        pruning = XGBoostPruningCallback(trial, f"valid-{metric}")
+        started = time.perf_counter()
+        try:
+            booster = fit(
+                fixed | values,
+                dtrain,
+                dvalid,
+                params.tune.num_boost_round,
+                params.tune.early_stopping_rounds,
+                [pruning],
+            )
+        except optuna.TrialPruned:
+            if log_trial:
+                log_trial(
+                    trial, values, {"state": "PRUNED", "seconds": time.perf_counter() - started}
+                )
+            raise
+        score = float(booster.best_score)
+        trial.set_user_attr("best_iteration", int(booster.best_iteration))
+        if log_trial:
+            log_trial(
+                trial,
+                values,
+                {
+                    "state": "COMPLETE",
+                    f"valid_{metric}": score,
+                    "best_iteration": int(booster.best_iteration),
+                    "seconds": time.perf_counter() - started,
+                },
+            )
+        return score
+
+    return objective
+
+
+def fail_interrupted(study: optuna.Study, storage_url: str) -> int:
+    """Mark trials left RUNNING by a killed run as FAIL; return how many.
+
+    With the embedded SQLite storage only one worker runs, so every RUNNING trial
+    is an orphan. With a shared database, other workers may be running: only
+    trials whose heartbeat went stale are failed (Optuna's own rule).
+    """
+    if storage_url.startswith("sqlite"):
+        orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in orphans:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return len(orphans)
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    optuna.storages.fail_stale_trials(study)
+    return before - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def n_finished(study: optuna.Study) -> int:
+    """Trials that completed or were pruned (what counts towards ``n_trials``)."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class _StopAtBudget:
+    """Stop every worker once ``n_trials`` trials have finished in the shared study."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if n_finished(study) >= self.n_trials:
+            study.stop()
+
+
+def run_study(
+    study: optuna.Study, objective: Any, n_trials: int, timeout_s: float, progress: bool = True
+) -> None:
+    """Run trials until ``n_trials`` have finished in the study (counting earlier runs)."""
+    remaining = n_trials - n_finished(study)
+    if remaining <= 0:
+        log.info(
+            "study %s already has %d finished trials: nothing to do", study.study_name, n_trials
+        )
+        return
+    log.info("study %s: %d trial(s) to go", study.study_name, remaining)
+    study.optimize(
+        objective,
+        n_trials=remaining,
+        timeout=timeout_s,
+        callbacks=[_StopAtBudget(n_trials)],
+        show_progress_bar=progress,
+        gc_after_trial=False,
+    )
+
+
+def best_params_record(study: optuna.Study, n_trials: int) -> dict[str, Any]:
+    """What the train stage needs, deterministic for a fixed seed (no timestamps)."""
+    best = study.best_trial
+    return {
+        "study": study.study_name,
+        "best_trial": best.number,
+        "best_value": round(float(best.value), 8),
+        "best_iteration": best.user_attrs.get("best_iteration"),
+        "params": best.params,
+        "n_trials": n_trials,
+        "n_finished": n_finished(study),
+    }
+
+
+def _save_plots(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optimization history and param importances as standalone HTML (plotly)."""
+    from optuna import visualization as vis
+
+    saved = []
+    plots = {
+        "optimization_history.html": vis.plot_optimization_history,
+        "param_importances.html": vis.plot_param_importances,
+    }
+    for name, plot in plots.items():
+        try:
+            figure = plot(study)
+        except (ValueError, RuntimeError) as exc:  # e.g. too few complete trials for importances
+            log.warning("could not draw %s: %s", name, exc)
+            continue
+        path = folder / name
+        figure.write_html(path, include_plotlyjs="cdn")
+        saved.append(path)
+    return saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: tune on ``data/prepared``, write ``tuning/best_params.json``."""
+    import mlflow
+
+    from training.environment import configure_logging, configure_mlflow, optuna_storage
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--prepared", type=Path, default=Path("data/prepared"), help="prepared data folder"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=BEST_PARAMS_PATH, help="best params file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="only run trials on the shared study (no best-params file): for extra workers",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    configure_logging()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = load_params(args.params)
+
+    schema = FeatureSchema.load(args.prepared / "schema.json")
+    train = pd.read_parquet(args.prepared / "train.parquet")
+    valid = pd.read_parquet(args.prepared / "valid.parquet")
+    data_md5 = {s: md5_file(args.prepared / f"{s}.parquet") for s in ("train", "valid")}
+    name = study_name(params, data_md5)
+
+    storage_url = optuna_storage()
+    if storage_url.startswith("sqlite:///"):
+        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=10, grace_period=60)
+    # Re-seed by progress: a resumed study does not replay the trials it already has.
+    probe = optuna.create_study(
+        storage=storage, study_name=name, direction="minimize", load_if_exists=True
+    )
+    orphans = fail_interrupted(probe, storage_url)
+    if orphans:
+        log.warning("marked %d trial(s) interrupted by an earlier run as FAIL", orphans)
+    done = n_finished(probe)
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=params.seed + done),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
+    )
+
+    configure_mlflow(params.registry.experiment)
+    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent_id is None:
+        with mlflow.start_run(run_name=f"tune-{name}") as parent:
+            parent_id = parent.info.run_id
+            mlflow.set_tags(
+                {
+                    "stage": "tune",
+                    "optuna.study": name,
+                    "optuna.storage": storage_url.split("://")[0],
+                }
+            )
+            mlflow.log_params(
+                {
+                    "n_trials": params.tune.n_trials,
+                    "timeout_s": params.tune.timeout_s,
+                    "seed": params.seed,
+                    "search_space": json.dumps(params.tune.model_dump()["space"]),
+                }
+            )
+        study.set_user_attr(PARENT_RUN_ATTR, parent_id)
+    elif done:
+        log.info("resuming study %s: %d finished trial(s) kept", name, done)
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_id).info.experiment_id
+
+    def log_trial(trial: optuna.Trial, values: dict[str, Any], result: dict[str, Any]) -> None:
+        run = client.create_run(
+            experiment_id,
+            run_name=f"trial-{trial.number}",
+            tags={
+                "mlflow.parentRunId": parent_id,
+                "stage": "tune",
+                "optuna.study": name,
+                "optuna.trial_number": str(trial.number),
+                "optuna.state": result["state"],
+            },
+        )
+        client.log_batch(
+            run.info.run_id,
+            params=[mlflow.entities.Param(k, str(v)) for k, v in values.items()],
+            metrics=[
+                mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                for k, v in result.items()
+                if k != "state"
+            ],
+        )
+        client.set_terminated(
+            run.info.run_id, status="FINISHED" if result["state"] == "COMPLETE" else "KILLED"
+        )
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+
+    objective = make_objective(schema, train, valid, params, name, log_trial)
+    run_study(
+        study, objective, params.tune.n_trials, params.tune.timeout_s, progress=not args.no_progress
+    )
+    if args.worker:
+        return 0
+
+    finished = n_finished(study)
+    if finished < params.tune.n_trials:
+        log.warning(
+            "timeout (%ss) reached after %d of %d trials: results depend on machine speed",
+            params.tune.timeout_s,
+            finished,
+            params.tune.n_trials,
+        )
+    record = best_params_record(study, params.tune.n_trials)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    with mlflow.start_run(run_id=parent_id):
+        mlflow.log_params({f"best.{k}": v for k, v in record["params"].items()})
+        mlflow.log_metrics({"best_valid_loss": record["best_value"], "n_finished": finished})
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in _save_plots(study, Path(tmp)):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+        mlflow.log_artifact(str(args.out))
+    log.info(
+        "best trial #%d: valid loss %.5f, params %s",
+        record["best_trial"],
+        record["best_value"],
+        record["params"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
