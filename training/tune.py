@@ -174,6 +174,24 @@ class _StopAtBudget:
             study.stop()
 
 
+def _log_progress(n_trials: int) -> Any:
+    """A one-line log per trial: the progress report when no progress bar is shown."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        best = study.best_value if any(t.value is not None for t in study.trials) else None
+        log.info(
+            "trial %d %s (%d/%d finished), value %s, best %s",
+            trial.number,
+            trial.state.name,
+            n_finished(study),
+            n_trials,
+            f"{trial.value:.5f}" if trial.value is not None else "-",
+            f"{best:.5f}" if best is not None else "-",
+        )
+
+    return callback
+
+
 def run_study(
     study: optuna.Study, objective: Any, n_trials: int, timeout_s: float, progress: bool = True
 ) -> None:
@@ -189,7 +207,7 @@ def run_study(
         objective,
         n_trials=remaining,
         timeout=timeout_s,
-        callbacks=[_StopAtBudget(n_trials)],
+        callbacks=[_StopAtBudget(n_trials)] + ([] if progress else [_log_progress(n_trials)]),
         show_progress_bar=progress,
         gc_after_trial=False,
     )
@@ -253,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only run trials on the shared study (no best-params file): for extra workers",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only when stderr is a terminal)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -339,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
 
     objective = make_objective(schema, train, valid, params, name, log_trial)
     run_study(
-        study, objective, params.tune.n_trials, params.tune.timeout_s, progress=not args.no_progress
+        study,
+        objective,
+        params.tune.n_trials,
+        params.tune.timeout_s,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     if args.worker:
         return 0
