@@ -49,8 +49,9 @@ model: setup ## Train only if the BentoML store has no model yet
 
 .PHONY: serve
 serve: model ## Set up, train if no model exists, then serve on PORT (default 3000)
-	@echo ">> the model is in the BentoML store: the service arrives with the service issue."
-	@echo ">> inspect it with: BENTOML_HOME=$(BENTOML_HOME) $(BIN)/bentoml models get $(MODEL):latest"
+	$(BIN)/tabserve init-local --base-url http://localhost:$(PORT)
+	$(BIN)/tabserve check
+	$(BIN)/bentoml serve service:Tabserve --host $(HOST) --port $(PORT)
 
 .PHONY: rollback
 rollback: setup ## Point @champion back at VERSION=N and import it into the BentoML store

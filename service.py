@@ -1,0 +1,119 @@
+"""The tabserve BentoML service: wiring only.
+
+Loads the champion model that the pipeline imported into the BentoML model store
+(``TABSERVE_MODEL_TAG``, default ``tabserve:latest``) and serves it. The logic
+lives in ``tabserve/``: validation, prediction, auth, errors and metrics.
+
+Run with ``bentoml serve service:Tabserve``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tabserve.auth import AuthMiddleware
+from tabserve.errors import NotReadyError
+from tabserve.gateway import EnvelopeMiddleware, JsonBodyMiddleware, error_response
+from tabserve.metrics import service_metrics
+from tabserve.openapi import OpenAPIMiddleware
+from tabserve.predictor import Predictor
+from tabserve.settings import (
+    fail_fast_in_production,
+    load_batching_settings,
+    load_settings,
+    model_tag_from_env,
+)
+from tabserve.validation import RequestValidator
+
+# BentoML fixes the batching knobs in the decorator, so they are read here (env only).
+BATCHING = load_batching_settings()
+# BentoML's supervisor restarts a worker whose start-up fails, forever; in production a
+# missing or short secret must stop `bentoml serve` itself, so it is checked on import.
+fail_fast_in_production()
+
+
+def serving_instance() -> Tabserve | None:
+    """The loaded service instance of this worker, or None before it is ready."""
+    try:
+        instance = bentoml.get_current_service()
+    except BentoMLException:
+        return None
+    return instance if isinstance(instance, Tabserve.inner) else None
+
+
+async def model_card(_: Request) -> JSONResponse:
+    """``GET /model``: the model card (version, lineage, metrics, params, schema)."""
+    instance = serving_instance()
+    if instance is None:
+        return error_response(NotReadyError("the model is not loaded yet"))
+    return JSONResponse(instance.predictor.card().as_dict())
+
+
+card_app = Starlette(routes=[Route("/model", model_card, methods=["GET"])])
+
+
+@bentoml.asgi_app(card_app, path="/")
+@bentoml.service(name="tabserve", traffic={"timeout": 60})
+class Tabserve:
+    """Predictions, explanations and the model card of the served champion."""
+
+    model_ref = bentoml.models.BentoModel(model_tag_from_env())
+
+    def __init__(self) -> None:
+        self.settings = load_settings()
+        logging.getLogger("tabserve").setLevel(self.settings.log_level)
+        _ = self.settings.verification_key  # a bad secret stops start-up here
+        stored = self.model_ref
+        self.predictor = Predictor.from_bundle(
+            stored.path, version=str(stored.tag.version), tag=str(stored.tag)
+        )
+        self.validator = RequestValidator(self.predictor.schema, self.settings.max_rows)
+        self.metrics = service_metrics()
+        lineage = self.predictor.lineage
+        self.metrics.set_model(
+            self.model_version, str(stored.tag), lineage.registry_version, lineage.mlflow_run_id
+        )
+
+    @property
+    def model_version(self) -> str:
+        """The version every answer names in ``X-Model-Version``."""
+        return self.predictor.version
+
+    def __is_ready__(self) -> bool:
+        """Ready once the model is loaded and its schema checked (done in ``__init__``)."""
+        return self.predictor is not None and self.validator is not None
+
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=BATCHING.batch_max_size,
+        max_latency_ms=BATCHING.batch_max_latency_ms,
+    )
+    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Label and class probabilities for each row (rows validated by the gateway)."""
+        answers = self.predictor.predict(rows)
+        self.metrics.record_batch("predict", [a["label"] for a in answers])
+        return answers
+
+    @bentoml.api
+    def explain(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per row: the label, the base value and each feature's contribution."""
+        answers = self.predictor.explain(rows)
+        self.metrics.record_batch("explain", [a["label"] for a in answers])
+        return answers
+
+
+# Outermost first: the envelope wraps auth, which wraps the JSON body checks; the docs
+# rewriter only touches /docs.json.
+Tabserve.add_asgi_middleware(EnvelopeMiddleware, state=serving_instance)
+Tabserve.add_asgi_middleware(AuthMiddleware, state=serving_instance)
+Tabserve.add_asgi_middleware(JsonBodyMiddleware, state=serving_instance)
+Tabserve.add_asgi_middleware(OpenAPIMiddleware, state=serving_instance)

@@ -1,0 +1,224 @@
+"""The ``tabserve`` console command: users, tokens and the local development setup.
+
+Examples::
+
+    tabserve users add alice --scopes predict,explain      # password prompted
+    echo "$PASSWORD" | tabserve users add ci --scopes predict --password-stdin
+    tabserve users remove alice
+    tabserve users list
+    tabserve token --sub ci --scopes predict               # prints a signed JWT
+    tabserve init-local                                    # local secret + demo user
+    tabserve check                                         # can the service start?
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tabserve.settings import (
+    DEMO_PASSWORD_FILE_NAME,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from tabserve.users import UserError, UserStore, parse_scopes
+
+DEMO_USER = "demo"
+DEMO_SCOPES = ("predict", "explain")
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("repeat: ") != password:
+            raise UserError("the passwords differ")
+    if not password:
+        raise UserError("empty password")
+    return password
+
+
+def _users_add(settings: Settings, args: argparse.Namespace) -> int:
+    store = UserStore(settings.resolved_users_file)
+    record = store.add(args.name, _read_password(args), args.scopes)
+    print(f"user {args.name!r} saved in {store.path} with scopes {record.scopes}")
+    return 0
+
+
+def _users_remove(settings: Settings, args: argparse.Namespace) -> int:
+    store = UserStore(settings.resolved_users_file)
+    store.remove(args.name)
+    print(f"user {args.name!r} removed from {store.path}")
+    return 0
+
+
+def _users_list(settings: Settings, _: argparse.Namespace) -> int:
+    for name, record in sorted(UserStore(settings.resolved_users_file).load().users.items()):
+        print(f"{name}\t{','.join(record.scopes)}")
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from tabserve.auth import issue_token
+
+    token, _ = issue_token(settings, args.sub, parse_scopes(args.scopes), args.ttl)
+    print(token)
+    return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 600 (never readable by others, even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def init_local(settings: Settings, base_url: str = "http://localhost:3000") -> list[str]:
+    """Create the local secret and demo user if missing; return the login instructions.
+
+    Everything lives in ``settings.local_dir`` (git-ignored by a ``.gitignore``
+    inside it). Nothing is generated in production.
+
+    Raises:
+        SettingsError: with ``TABSERVE_ENV=production``.
+    """
+    if settings.env == "production":
+        raise SettingsError(
+            "init-local generates development credentials; with TABSERVE_ENV=production "
+            "set TABSERVE_JWT_SECRET (or _FILE) and manage users with `tabserve users add`"
+        )
+    local = settings.local_dir
+    local.mkdir(parents=True, exist_ok=True)
+    os.chmod(local, 0o700)
+    ignore = local / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# generated credentials: never commit\n*\n")
+    messages = []
+    if settings.jwt_secret is None and not settings.secret_file.exists():
+        settings.secret_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(settings.secret_file, secrets.token_urlsafe(48) + "\n")
+        messages.append(f"generated a local JWT secret in {settings.secret_file}")
+    store = UserStore(settings.resolved_users_file)
+    password_file = local / DEMO_PASSWORD_FILE_NAME
+    if store.get(DEMO_USER) is None:
+        password = secrets.token_urlsafe(12)
+        store.add(DEMO_USER, password, DEMO_SCOPES)
+        os.chmod(store.path, 0o600)
+        _write_private(password_file, password + "\n")
+        messages.append(f"created user {DEMO_USER!r} in {store.path}")
+    if password_file.exists():
+        password = password_file.read_text().strip()
+        messages += [
+            f"log in as {DEMO_USER!r} with password {password!r} (kept in {password_file}):",
+            f"  curl -s -X POST {base_url}/auth/token "
+            f"-d username={DEMO_USER} -d password='{password}'",
+            f'  curl -s -X POST {base_url}/predict -H "Authorization: Bearer $TOKEN" '
+            "-H 'Content-Type: application/json' -d '{\"rows\": [...]}'",
+        ]
+    else:
+        messages.append(f"user {DEMO_USER!r} exists; its password is not stored here")
+    return messages
+
+
+def _init_local(settings: Settings, args: argparse.Namespace) -> int:
+    for line in init_local(settings, args.base_url):
+        print(line)
+    return 0
+
+
+def check_serving(settings: Settings) -> list[str]:
+    """Check that the service can start: usable JWT key, model present and intact.
+
+    Raises:
+        SettingsError: for an unusable key, or a model that is missing, corrupt or
+            inconsistent with its schema (the message says which and what to run).
+    """
+    from tabserve.bundle import BundleIntegrityError
+    from tabserve.predictor import Predictor
+
+    _ = settings.verification_key
+    try:
+        import bentoml
+        from bentoml.exceptions import NotFound
+
+        stored = bentoml.models.get(settings.model_tag)
+    except NotFound:
+        raise SettingsError(
+            f"no model {settings.model_tag!r} in the BentoML store "
+            f"({os.environ.get('BENTOML_HOME', '~/bentoml')}): run the pipeline "
+            "(`dvc repro`) to train and import one, or set TABSERVE_MODEL_TAG"
+        ) from None
+    try:
+        predictor = Predictor.from_bundle(stored.path, version=str(stored.tag.version))
+    except BundleIntegrityError as exc:
+        raise SettingsError(f"model {stored.tag} cannot be served: {exc}") from None
+    lineage = predictor.lineage
+    return [
+        f"ok: serving {stored.tag} (registry version {lineage.registry_version}, "
+        f"run {lineage.mlflow_run_id}, {len(predictor.schema.features)} features, "
+        f"classes {predictor.classes})"
+    ]
+
+
+def _check(settings: Settings, _: argparse.Namespace) -> int:
+    for line in check_serving(settings):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tabserve`` command."""
+    parser = argparse.ArgumentParser(prog="tabserve", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    users = commands.add_parser("users", help="manage the users file").add_subparsers(
+        dest="users_command", required=True
+    )
+    add = users.add_parser("add", help="add a user (or reset their password and scopes)")
+    add.add_argument("name")
+    add.add_argument("--scopes", required=True, help="comma-separated: predict,explain,admin")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.set_defaults(handler=_users_add)
+    remove = users.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    remove.set_defaults(handler=_users_remove)
+    users.add_parser("list", help="list users and scopes").set_defaults(handler=_users_list)
+
+    token = commands.add_parser("token", help="print a signed token (for automation)")
+    token.add_argument("--sub", required=True, help="subject (user or client name)")
+    token.add_argument("--scopes", required=True, help="comma-separated scopes")
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    token.set_defaults(handler=_token)
+
+    local = commands.add_parser(
+        "init-local", help="create a local secret and demo user if missing (development)"
+    )
+    local.add_argument("--base-url", default="http://localhost:3000")
+    local.set_defaults(handler=_init_local)
+
+    commands.add_parser(
+        "check", help="check that the service can start (key, model present and intact)"
+    ).set_defaults(handler=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tabserve`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(load_settings(), args))
+    except (SettingsError, UserError) as exc:
+        print(f"tabserve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

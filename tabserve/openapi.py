@@ -1,0 +1,196 @@
+"""OpenAPI docs that match what the service really does.
+
+BentoML generates ``/docs.json`` from the API signatures, which know neither the
+model's features (the request model is built from the schema at start-up), nor
+the routes the middlewares own (``/auth/token``, ``/model``), nor bearer auth.
+:func:`augment_spec` adds them; :class:`OpenAPIMiddleware` applies it to the
+``/docs.json`` response, so the docs UI at ``/`` documents the loaded model and
+its "Authorize" button runs the OAuth2 password flow.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from tabserve.auth import ROUTE_SCOPES, TOKEN_PATH
+from tabserve.gateway import StateProvider
+from tabserve.settings import SCOPES
+from tabserve.validation import RequestValidator
+
+SPEC_PATH = "/docs.json"
+SECURITY_SCHEME = "OAuth2PasswordBearer"
+_REF = "#/components/schemas/{model}"
+
+_ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string", "example": "validation_error"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object"}},
+                "request_id": {"type": "string", "description": "also in X-Request-ID"},
+            },
+        }
+    },
+}
+
+_ERRORS = {
+    "400": "Malformed JSON",
+    "401": "Missing or invalid bearer token",
+    "403": "The token lacks the route's scope",
+    "413": "Body over the size limit, or too many rows",
+    "415": "Content type other than application/json",
+    "422": "Rows that do not match the model's feature schema",
+    "500": "Unexpected error (details in the server log, under the request id)",
+    "503": "Model not loaded yet, or overloaded",
+}
+
+
+def _error_responses(statuses: list[str]) -> dict[str, Any]:
+    ref = {"$ref": _REF.format(model="ErrorEnvelope")}
+    return {
+        s: {"description": _ERRORS[s], "content": {"application/json": {"schema": ref}}}
+        for s in statuses
+    }
+
+
+def augment_spec(spec: dict[str, Any], validator: RequestValidator, version: str) -> dict[str, Any]:
+    """Return a copy of BentoML's spec with the model's request schema, auth and extra routes.
+
+    Args:
+        spec: the spec BentoML generated.
+        validator: the request validator of the loaded model.
+        version: the served model version.
+    """
+    spec = copy.deepcopy(spec)
+    components = spec.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    request_schema = validator.request_model.model_json_schema(ref_template=_REF)
+    schemas.update(request_schema.pop("$defs", {}))
+    schemas["PredictRequest"] = request_schema
+    schemas["ErrorEnvelope"] = _ENVELOPE_SCHEMA
+    components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
+        "type": "oauth2",
+        "flows": {
+            "password": {
+                "tokenUrl": TOKEN_PATH,
+                "scopes": {s: f"call the {s} routes" for s in SCOPES},
+            }
+        },
+    }
+    info = spec.setdefault("info", {})
+    info["version"] = version
+    paths = spec.setdefault("paths", {})
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="PredictRequest")}}},
+    }
+    for path, scope in ROUTE_SCOPES.items():
+        operation = paths.get(path, {}).get("post")
+        if operation is None:
+            continue
+        operation["requestBody"] = body
+        operation["security"] = [{SECURITY_SCHEME: [scope]}]
+        operation.setdefault("responses", {}).update(
+            _error_responses(["400", "401", "403", "413", "415", "422", "500", "503"])
+        )
+    paths["/model"] = {
+        "get": {
+            "tags": ["Service APIs"],
+            "summary": "The model card",
+            "description": "Version, lineage, test metrics, params, feature schema and an "
+            "example row.",
+            "security": [{SECURITY_SCHEME: []}],
+            "responses": {
+                "200": {"description": "The model card"},
+                **_error_responses(["401", "503"]),
+            },
+        }
+    }
+    paths[TOKEN_PATH] = {
+        "post": {
+            "tags": ["Service APIs"],
+            "summary": "OAuth2 password flow: a short-lived bearer token",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["username", "password"],
+                            "properties": {
+                                "grant_type": {"type": "string", "enum": ["password"]},
+                                "username": {"type": "string"},
+                                "password": {"type": "string", "format": "password"},
+                                "scope": {"type": "string", "example": "predict explain"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "A signed JWT",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "access_token": {"type": "string"},
+                                    "token_type": {"type": "string", "example": "bearer"},
+                                    "expires_in": {"type": "integer"},
+                                    "scope": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "401": {"description": "Unknown user or wrong password"},
+                "429": {"description": "Too many failed logins (see Retry-After)"},
+            },
+        }
+    }
+    return spec
+
+
+class OpenAPIMiddleware:
+    """Rewrites BentoML's ``/docs.json`` with :func:`augment_spec` once the model is loaded.
+
+    Args:
+        app: the wrapped ASGI app.
+        state: returns the loaded service instance, or None before it is ready.
+    """
+
+    def __init__(self, app: Any, state: StateProvider) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        serving = self.state()
+        if scope["type"] != "http" or scope["path"] != SPEC_PATH or serving is None:
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        body = b"".join(chunks)
+        if start.get("status") == 200:
+            spec = augment_spec(json.loads(body), serving.validator, serving.model_version)
+            body = json.dumps(spec).encode("utf-8")
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

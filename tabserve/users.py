@@ -1,0 +1,153 @@
+"""The users file: user names, argon2id password hashes and granted scopes.
+
+Layout (JSON, written with mode 600)::
+
+    {"users": {"alice": {"password_hash": "$argon2id$...", "scopes": ["predict"]}}}
+
+Passwords are never stored or logged; only their argon2id hashes are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tabserve.settings import SCOPES
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+
+
+class UserError(ValueError):
+    """A user operation that cannot be done (bad name, unknown scope, no such user)."""
+
+
+class UserRecord(BaseModel):
+    """One user: the argon2id hash of their password and their scopes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password_hash: str
+    scopes: list[str] = Field(default_factory=list)
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, scopes: list[str]) -> list[str]:
+        return parse_scopes(scopes)
+
+
+class UsersFile(BaseModel):
+    """The whole users file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: dict[str, UserRecord] = Field(default_factory=dict)
+
+
+def parse_scopes(scopes: str | Iterable[str]) -> list[str]:
+    """Normalise scopes given as ``"a,b"``, ``"a b"`` or a list; refuse unknown ones.
+
+    Raises:
+        UserError: for a scope outside ``predict``, ``explain``, ``admin``.
+    """
+    items = scopes.replace(",", " ").split() if isinstance(scopes, str) else list(scopes)
+    unknown = sorted(set(items) - set(SCOPES))
+    if unknown:
+        raise UserError(f"unknown scope(s) {unknown}; known: {list(SCOPES)}")
+    return [s for s in SCOPES if s in items]
+
+
+def password_hasher() -> PasswordHasher:
+    """The argon2id hasher (argon2-cffi's RFC 9106 low-memory profile)."""
+    return PasswordHasher()
+
+
+class UserStore:
+    """Reads and writes the users file; verifies passwords.
+
+    Args:
+        path: the users file (created on the first :meth:`add`).
+        hasher: argon2 hasher; the default profile unless a test needs a cheaper one.
+    """
+
+    def __init__(self, path: str | Path, hasher: PasswordHasher | None = None) -> None:
+        self.path = Path(path)
+        self.hasher = hasher or password_hasher()
+        # Verifying against a throw-away hash for unknown users keeps the timing of
+        # "no such user" and "wrong password" alike.
+        self._dummy_hash: str | None = None
+
+    def load(self) -> UsersFile:
+        """The users file's content (empty if the file does not exist)."""
+        if not self.path.exists():
+            return UsersFile()
+        return UsersFile.model_validate_json(self.path.read_text())
+
+    def save(self, content: UsersFile) -> None:
+        """Write the users file atomically, readable by its owner only."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(content.model_dump_json(indent=2) + "\n")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def add(self, name: str, password: str, scopes: str | Iterable[str]) -> UserRecord:
+        """Add a user, or replace their password and scopes.
+
+        Raises:
+            UserError: for an invalid name, an empty password or an unknown scope.
+        """
+        if not re.fullmatch(_NAME_PATTERN, name):
+            raise UserError(f"invalid user name {name!r}: letters, digits, _.@- (max 64)")
+        if len(password) < 8:
+            raise UserError("the password must be at least 8 characters")
+        record = UserRecord(password_hash=self.hasher.hash(password), scopes=parse_scopes(scopes))
+        content = self.load()
+        content.users[name] = record
+        self.save(content)
+        return record
+
+    def remove(self, name: str) -> None:
+        """Remove a user.
+
+        Raises:
+            UserError: if there is no such user.
+        """
+        content = self.load()
+        if name not in content.users:
+            raise UserError(f"no user named {name!r} in {self.path}")
+        del content.users[name]
+        self.save(content)
+
+    def get(self, name: str) -> UserRecord | None:
+        """The record of ``name``, or None."""
+        return self.load().users.get(name)
+
+    def authenticate(self, name: str, password: str) -> UserRecord | None:
+        """The user's record if ``password`` is theirs, else None (same cost either way)."""
+        record = self.get(name)
+        if record is None:
+            if self._dummy_hash is None:
+                self._dummy_hash = self.hasher.hash("not-a-real-password")
+            with contextlib.suppress(VerificationError, InvalidHashError):
+                self.hasher.verify(self._dummy_hash, password)
+            return None
+        try:
+            self.hasher.verify(record.password_hash, password)
+        except VerifyMismatchError:
+            return None
+        except (VerificationError, InvalidHashError):
+            return None
+        return record

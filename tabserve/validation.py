@@ -1,0 +1,199 @@
+"""The request model, generated from the model's FeatureSchema, and body validation.
+
+Nothing here names a feature: the Pydantic row model is built from the schema
+that ships with the model, so a model trained on another dataset is validated
+with no code change. Rules:
+
+- numbers must be finite JSON numbers (NaN, Infinity and overflow such as 1e400
+  are refused; strings are not coerced);
+- a categorical must be one of the schema's categories (numbers are matched by
+  their text, so ``1`` matches the category ``"1"``);
+- ``null`` (or leaving the field out) is accepted only for a nullable feature;
+- unknown fields are refused; a missing required field is named.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
+
+from tabserve.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
+from tabserve.schema import FeatureSchema, FeatureSpec
+
+ROWS_FIELD = "rows"
+
+
+def _category_text(value: Any) -> Any:
+    """Match JSON numbers to text categories the way ``FeatureSchema.to_frame`` does."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _field_type(spec: FeatureSpec) -> Any:
+    """The Pydantic type of one feature."""
+    if spec.kind == "numeric":
+        base: Any = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    else:
+        categories = tuple(spec.categories or ())
+        if not categories:
+            # A categorical with no observed category can only ever be missing.
+            base = Literal[None]
+        else:
+            base = Annotated[Literal[categories], BeforeValidator(_category_text)]
+    return base | None if spec.nullable else base
+
+
+def build_row_model(schema: FeatureSchema) -> type[BaseModel]:
+    """A Pydantic model for one input row of ``schema``.
+
+    Feature names are used as aliases (they may contain spaces or start with a
+    digit); Python field names are positional (``f0``, ``f1``...).
+    """
+    fields: dict[str, Any] = {}
+    for index, spec in enumerate(schema.features):
+        default = None if spec.nullable else ...
+        description = (
+            f"numeric{' (integer)' if spec.integer else ''}, observed [{spec.min}, {spec.max}]"
+            if spec.kind == "numeric"
+            else f"one of {spec.categories}"
+        ) + ("; may be null" if spec.nullable else "; required")
+        fields[f"f{index}"] = (
+            _field_type(spec),
+            Field(default=default, alias=spec.name, description=description),
+        )
+    return create_model(
+        "Row",
+        __config__=ConfigDict(extra="forbid", populate_by_name=False),
+        **fields,
+    )
+
+
+def build_request_model(schema: FeatureSchema, max_rows: int) -> type[BaseModel]:
+    """The request body model: ``{"rows": [Row, ...]}`` with 1 to ``max_rows`` rows."""
+    row_model = build_row_model(schema)
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        rows=(list[row_model], Field(min_length=1, max_length=max_rows)),  # type: ignore[valid-type]
+    )
+
+
+def _detail(error: dict[str, Any], schema: FeatureSchema) -> dict[str, Any]:
+    """One client-facing detail entry for a Pydantic error."""
+    loc = list(error["loc"])
+    detail: dict[str, Any] = {"message": error["msg"], "type": error["type"]}
+    if len(loc) >= 2 and loc[0] == ROWS_FIELD and isinstance(loc[1], int):
+        detail["row"] = loc[1]
+        if len(loc) >= 3:
+            field = str(loc[2])
+            detail["field"] = field
+            if error["type"] == "extra_forbidden":
+                detail["message"] = f"unknown field {field!r}"
+            elif error["type"] == "missing":
+                detail["message"] = f"required field {field!r} is missing"
+            try:
+                spec = schema.feature(field)
+            except KeyError:
+                spec = None
+            if spec is not None and spec.kind == "categorical":
+                detail["allowed"] = list(spec.categories or [])
+                if error["type"] == "literal_error":
+                    detail["message"] = (
+                        f"{field!r}: unknown category {error.get('input')!r}; "
+                        f"allowed: {spec.categories}"
+                    )
+            elif spec is not None and error["type"].startswith("finite_number"):
+                detail["message"] = f"{field!r} must be a finite number"
+            elif spec is not None and type(error.get("input")) is int:
+                detail["message"] = f"{field!r} is out of range: it must be a finite number"
+            elif spec is not None and error["type"] in ("float_type", "float_parsing"):
+                detail["message"] = f"{field!r} must be a number"
+    else:
+        detail["field"] = ".".join(str(p) for p in loc)
+    return detail
+
+
+class RequestValidator:
+    """Validates prediction request bodies against one model's schema.
+
+    Args:
+        schema: the served model's FeatureSchema.
+        max_rows: most rows accepted in one request (more is a 413).
+    """
+
+    def __init__(self, schema: FeatureSchema, max_rows: int) -> None:
+        self.schema = schema
+        self.max_rows = max_rows
+        self.row_model = build_row_model(schema)
+        self.request_model = build_request_model(schema, max_rows)
+
+    def parse_json(self, body: bytes) -> Any:
+        """Decode a JSON body.
+
+        Raises:
+            MalformedRequestError: for invalid JSON, naming line and column.
+        """
+        try:
+            return json.loads(body)
+        except UnicodeDecodeError:
+            raise MalformedRequestError("the request body is not UTF-8 JSON") from None
+        except json.JSONDecodeError as exc:
+            raise MalformedRequestError(
+                f"the request body is not valid JSON: {exc.msg} "
+                f"(line {exc.lineno}, column {exc.colno})"
+            ) from None
+        except RecursionError:
+            raise MalformedRequestError("the request body is nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer literal longer than Python accepts
+            raise MalformedRequestError(f"the request body cannot be decoded: {exc}") from None
+
+    def validate(self, payload: Any) -> list[dict[str, Any]]:
+        """Validate a decoded body; return its rows keyed by feature name.
+
+        Missing nullable features come back as ``None``.
+
+        Raises:
+            PayloadTooLargeError: for more than ``max_rows`` rows.
+            RequestValidationError: naming every field at fault.
+        """
+        if not isinstance(payload, dict):
+            raise RequestValidationError(
+                'the body must be a JSON object: {"rows": [{feature: value, ...}, ...]}',
+                details=[{"field": "", "message": "expected an object"}],
+            )
+        rows = payload.get(ROWS_FIELD)
+        if isinstance(rows, list) and len(rows) > self.max_rows:
+            raise PayloadTooLargeError(
+                f"{len(rows)} rows in one request; the maximum is {self.max_rows}",
+                details=[{"field": ROWS_FIELD, "max_rows": self.max_rows, "rows": len(rows)}],
+            )
+        try:
+            model = self.request_model.model_validate(payload)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            details = [_detail(dict(e), self.schema) for e in errors[:50]]
+            raise RequestValidationError(
+                f"{exc.error_count()} invalid value(s) in the request", details=details
+            ) from None
+        return [row.model_dump(by_alias=True) for row in getattr(model, ROWS_FIELD)]
+
+    def validate_body(self, body: bytes) -> list[dict[str, Any]]:
+        """Decode and validate a raw JSON body (see :meth:`validate`)."""
+        return self.validate(self.parse_json(body))

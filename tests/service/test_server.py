@@ -1,0 +1,324 @@
+"""A real ``bentoml serve`` subprocess (breast_cancer model), on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from tests.service.conftest import REPO, TEST_PASSWORD
+
+pytestmark = pytest.mark.slow
+
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_env(test_env: dict[str, str], **overrides: str) -> dict[str, str]:
+    env = {**os.environ, **test_env, "TABSERVE_MODEL_TAG": "tabserve:v1", **overrides}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets up its own
+    return env
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: its base URL and its log file."""
+
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def running(
+    test_env: dict[str, str],
+    models: dict[str, Any],
+    users_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """A running ``bentoml serve service:Tabserve``."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [BENTOML, "serve", "service:Tabserve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            env=_server_env(test_env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"bentoml serve not ready in 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield Server(url, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(running: Server) -> str:
+    """Base URL of the running server."""
+    return running.url
+
+
+@pytest.fixture(scope="module")
+def model(models: dict[str, Any]) -> Any:
+    return models["binary"]
+
+
+@pytest.fixture(scope="module")
+def access_token(server: str) -> str:
+    """A token from the real OAuth2 password flow (argon2 check included)."""
+    response = httpx.post(
+        f"{server}/auth/token", data={"username": "alice", "password": TEST_PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def _expected(model: Any, rows: list[dict[str, Any]]) -> list[float]:
+    raw = model.booster.predict(xgb.DMatrix(model.schema.to_frame(rows), enable_categorical=True))
+    return [float(p) for p in raw.astype(np.float64)]
+
+
+def _batch_rows(url: str) -> tuple[float, float]:
+    """(model calls, calls with exactly one row) of /predict, from /metrics."""
+    # Imported here: prometheus_client must first be imported after conftest has set
+    # PROMETHEUS_MULTIPROC_DIR, or the in-process app's /metrics reads nothing.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics").text
+    count = single = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "tabserve_batch_rows":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("endpoint") != "predict":
+                continue
+            if sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_bucket") and sample.labels["le"] == "1.0":
+                single += sample.value
+    return count, single
+
+
+def test_predictions_equal_the_models_own_output(
+    server: str, model: Any, access_token: str
+) -> None:
+    rows = model.rows[:25]
+    response = httpx.post(
+        f"{server}/predict",
+        json={"rows": rows},
+        headers={"Authorization": f"Bearer {access_token}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-version"] == "v1"
+    got = [answer["probabilities"]["1"] for answer in response.json()]
+    assert got == _expected(model, rows)
+    assert [a["label"] for a in response.json()] == [int(p > 0.5) for p in got]
+
+
+def test_a_request_larger_than_the_batch_is_split_and_rejoined(
+    server: str, model: Any, access_token: str
+) -> None:
+    rows = (model.rows * 2)[:1000]  # over the default max batch size (256 rows)
+    response = httpx.post(
+        f"{server}/predict",
+        json={"rows": rows},
+        headers={"Authorization": f"Bearer {access_token}"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert [a["probabilities"]["1"] for a in response.json()] == _expected(model, rows)
+
+
+def test_concurrent_requests_of_mixed_sizes_get_their_own_rows(
+    server: str, model: Any, access_token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {access_token}"}
+    requests = [model.rows[10 * i : 10 * i + 1 + i % 7] for i in range(24)]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60) as client:
+            return await asyncio.gather(
+                *(client.post("/predict", json={"rows": r}) for r in requests)
+            )
+
+    for rows, response in zip(requests, asyncio.run(burst()), strict=True):
+        assert response.status_code == 200, response.text
+        assert [a["probabilities"]["1"] for a in response.json()] == _expected(model, rows)
+
+
+def test_burst_of_single_rows_batches_and_answers_each_caller(
+    server: str, model: Any, access_token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {access_token}"}
+    rows = model.rows[100:164]
+    expected = _expected(model, rows)
+    for row in model.rows[:5]:  # let the dispatcher finish its warm-up
+        httpx.post(f"{server}/predict", json={"rows": [row]}, headers=headers)
+    calls_before, singles_before = _batch_rows(server)
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(
+            base_url=server, headers=headers, limits=limits, timeout=60
+        ) as client:
+            return await asyncio.gather(
+                *(client.post("/predict", json={"rows": [row]}) for row in rows)
+            )
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 64
+    got = [r.json()[0]["probabilities"]["1"] for r in responses]
+    assert got == expected  # every caller got its own row's answer
+
+    calls_after, singles_after = _batch_rows(server)
+    calls, singles = calls_after - calls_before, singles_after - singles_before
+    assert calls < 64, "no batch merged two requests"
+    assert singles < calls, "every model call had a single row"
+
+
+def test_errors_use_the_envelope_through_the_real_server(
+    running: Server, model: Any, access_token: str
+) -> None:
+    server = running.url
+    auth = {"Authorization": f"Bearer {access_token}"}
+    cases = [
+        (
+            httpx.post(
+                f"{server}/predict",
+                content=b"{",
+                headers={**auth, "content-type": "application/json"},
+            ),
+            400,
+            "malformed_request",
+        ),
+        (httpx.get(f"{server}/nowhere", headers=auth), 404, "not_found"),
+        (httpx.put(f"{server}/predict", headers=auth), 405, "method_not_allowed"),
+        (
+            httpx.post(
+                f"{server}/predict",
+                content=b"\x80\x04N.",
+                headers={**auth, "content-type": "application/vnd.bentoml+pickle"},
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            httpx.post(f"{server}/predict", json={"rows": [{"mean radius": "big"}]}, headers=auth),
+            422,
+            "validation_error",
+        ),
+        (
+            httpx.post(f"{server}/predict", json={"rows": model.rows[:1] * 1001}, headers=auth),
+            413,
+            "payload_too_large",
+        ),
+    ]
+    time.sleep(0.5)  # let the access log flush
+    log_text = running.log.read_text()
+    assert access_token not in log_text and TEST_PASSWORD not in log_text
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["code"] == code
+        assert error["request_id"] == response.headers["x-request-id"]
+        assert f"span={error['request_id']}" in log_text  # the server log shares the id
+
+
+def _claims(settings: Any, **changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": "alice",
+        "scopes": ["predict"],
+        "iat": now,
+        "exp": now + 60,
+        "jti": "t",
+        **changes,
+    }
+
+
+def test_auth_failures_through_the_real_server(
+    server: str, model: Any, settings: Any, token: Any
+) -> None:
+    key = settings.signing_key
+    now = int(time.time())
+    header_none = jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode()
+    body_none = jwt.utils.base64url_encode(json.dumps(_claims(settings)).encode()).decode()
+    refused = {
+        "no token": {},
+        "bad signature": jwt.encode(_claims(settings), "y" * 48, algorithm="HS256"),
+        "expired": jwt.encode(
+            _claims(settings, exp=now - 300, iat=now - 400), key, algorithm="HS256"
+        ),
+        "alg none": f"{header_none}.{body_none}.",
+        "wrong aud": jwt.encode(_claims(settings, aud="x"), key, algorithm="HS256"),
+        "wrong iss": jwt.encode(_claims(settings, iss="x"), key, algorithm="HS256"),
+    }
+    body = {"rows": model.rows[:1]}
+    for name, credential in refused.items():
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        response = httpx.post(f"{server}/predict", json=body, headers=headers)
+        assert response.status_code == 401, name
+        assert response.headers["www-authenticate"].startswith("Bearer"), name
+        assert response.json()["error"]["code"] == "unauthenticated", name
+    response = httpx.post(
+        f"{server}/explain", json=body, headers={"Authorization": f"Bearer {token('predict')}"}
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_production_refuses_to_start_without_a_proper_secret(
+    test_env: dict[str, str], models: dict[str, Any]
+) -> None:
+    env = _server_env(test_env, TABSERVE_ENV="production", TABSERVE_JWT_SECRET="too-short")
+    result = subprocess.run(
+        [BENTOML, "serve", "service:Tabserve", "--port", str(_free_port())],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "the JWT secret must be at least 32 bytes" in result.stdout + result.stderr

@@ -1,0 +1,81 @@
+"""The ``tabserve`` console command."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import stat
+from pathlib import Path
+
+import pytest
+
+from tabserve.auth import verify_token
+from tabserve.cli import main
+from tabserve.settings import load_settings
+from tabserve.users import UserStore
+
+
+@pytest.fixture
+def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in (
+        "TABSERVE_JWT_SECRET",
+        "TABSERVE_JWT_SECRET_FILE",
+        "TABSERVE_ENV",
+        "TABSERVE_USERS_FILE",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    local = tmp_path / ".tabserve"
+    monkeypatch.setenv("TABSERVE_LOCAL_DIR", str(local))
+    return local
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_local_creates_secret_and_demo_user_once(
+    local_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init-local"]) == 0
+    first = capsys.readouterr().out
+    password = (local_env / "demo_password").read_text().strip()
+    assert password in first and "/auth/token" in first
+    for name in ("jwt_secret", "users.json", "demo_password"):
+        assert _mode(local_env / name) == 0o600
+    assert (local_env / ".gitignore").read_text().strip().endswith("*")
+    assert UserStore(local_env / "users.json").authenticate("demo", password) is not None
+
+    secret = (local_env / "jwt_secret").read_text()
+    assert main(["init-local"]) == 0  # idempotent: same secret, same password, reprinted
+    assert (local_env / "jwt_secret").read_text() == secret
+    assert password in capsys.readouterr().out
+
+
+def test_init_local_refuses_production(
+    local_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TABSERVE_ENV", "production")
+    assert main(["init-local"]) == 2
+    assert "production" in capsys.readouterr().err
+    assert not local_env.exists()
+
+
+def test_users_add_from_stdin_remove_and_token(
+    local_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TABSERVE_JWT_SECRET", secrets.token_urlsafe(48))
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["users", "add", "ci", "--scopes", "predict", "--password-stdin"]) == 0
+    store = UserStore(local_env / "users.json")
+    assert store.authenticate("ci", "a-long-password") is not None
+
+    capsys.readouterr()
+    assert main(["token", "--sub", "ci", "--scopes", "predict"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = verify_token(load_settings(), token)
+    assert (claims.sub, claims.scopes) == ("ci", ("predict",))
+
+    assert main(["users", "remove", "ci"]) == 0
+    assert store.get("ci") is None
+    assert main(["users", "remove", "ci"]) == 2
+    assert main(["token", "--sub", "ci", "--scopes", "root"]) == 2

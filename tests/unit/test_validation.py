@@ -1,0 +1,142 @@
+"""The request model generated from the FeatureSchema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tabserve.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
+from tabserve.schema import FeatureSchema, FeatureSpec, TargetSpec
+from tabserve.validation import RequestValidator
+
+GOOD = {"bill length": 41.5, "mass": 3900, "island": "Dream", "grade": "2"}
+
+
+@pytest.fixture
+def schema() -> FeatureSchema:
+    """A small schema with every kind of feature."""
+    return FeatureSchema(
+        features=[
+            FeatureSpec(name="bill length", kind="numeric", min=30, max=60, median=44),
+            FeatureSpec(name="mass", kind="numeric", integer=True, nullable=True, median=4000),
+            FeatureSpec(
+                name="island", kind="categorical", categories=["Biscoe", "Dream"], mode="Biscoe"
+            ),
+            FeatureSpec(name="grade", kind="categorical", categories=["1", "2"], nullable=True),
+        ],
+        target=TargetSpec(name="species", classes=["a", "b", "c"]),
+    )
+
+
+def _validator(schema: FeatureSchema, max_rows: int = 5) -> RequestValidator:
+    return RequestValidator(schema, max_rows=max_rows)
+
+
+def _details(schema: FeatureSchema, row: dict[str, Any]) -> list[dict[str, Any]]:
+    with pytest.raises(RequestValidationError) as info:
+        _validator(schema).validate({"rows": [row]})
+    assert info.value.status == 422
+    return info.value.details
+
+
+def test_valid_rows_come_back_keyed_by_feature_name(schema: FeatureSchema) -> None:
+    rows = _validator(schema).validate({"rows": [GOOD, {"bill length": 50, "island": "Biscoe"}]})
+    assert rows[0] == {"bill length": 41.5, "mass": 3900.0, "island": "Dream", "grade": "2"}
+    # Nullable features may be left out: they come back as None (missing for the model).
+    assert rows[1] == {"bill length": 50.0, "mass": None, "island": "Biscoe", "grade": None}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 1e400])
+def test_non_finite_numbers_are_refused(schema: FeatureSchema, value: float) -> None:
+    (detail,) = _details(schema, {**GOOD, "bill length": value})
+    assert detail["field"] == "bill length" and detail["row"] == 0
+    assert "finite" in detail["message"]
+
+
+def test_nan_literal_in_json_is_refused(schema: FeatureSchema) -> None:
+    body = b'{"rows": [{"bill length": NaN, "island": "Dream"}]}'
+    with pytest.raises(RequestValidationError, match="invalid"):
+        _validator(schema).validate_body(body)
+
+
+@pytest.mark.parametrize("value", ["41.5", True, [1], {"a": 1}])
+def test_numbers_must_be_json_numbers(schema: FeatureSchema, value: Any) -> None:
+    (detail,) = _details(schema, {**GOOD, "bill length": value})
+    assert detail["field"] == "bill length"
+
+
+def test_null_only_for_nullable_features(schema: FeatureSchema) -> None:
+    assert _validator(schema).validate({"rows": [{**GOOD, "mass": None, "grade": None}]})
+    details = _details(schema, {**GOOD, "bill length": None, "island": None})
+    assert {d["field"] for d in details} == {"bill length", "island"}
+
+
+def test_unknown_category_names_field_and_allowed_values(schema: FeatureSchema) -> None:
+    (detail,) = _details(schema, {**GOOD, "island": "Atlantis"})
+    assert detail["field"] == "island"
+    assert detail["allowed"] == ["Biscoe", "Dream"]
+    assert "Atlantis" in detail["message"] and "Biscoe" in detail["message"]
+
+
+def test_numeric_values_match_text_categories(schema: FeatureSchema) -> None:
+    rows = _validator(schema).validate({"rows": [{**GOOD, "grade": 1}]})
+    assert rows[0]["grade"] == "1"
+    (detail,) = _details(schema, {**GOOD, "grade": 3})
+    assert detail["allowed"] == ["1", "2"]
+
+
+def test_unknown_fields_are_refused(schema: FeatureSchema) -> None:
+    (detail,) = _details(schema, {**GOOD, "colour": "red"})
+    assert detail["field"] == "colour"
+    assert "unknown field" in detail["message"]
+
+
+def test_missing_required_field_is_named(schema: FeatureSchema) -> None:
+    row = {k: v for k, v in GOOD.items() if k != "island"}
+    (detail,) = _details(schema, row)
+    assert detail["field"] == "island"
+    assert "missing" in detail["message"]
+
+
+def test_errors_name_the_row(schema: FeatureSchema) -> None:
+    with pytest.raises(RequestValidationError) as info:
+        _validator(schema).validate({"rows": [GOOD, GOOD, {**GOOD, "island": "x"}]})
+    assert [d["row"] for d in info.value.details] == [2]
+
+
+@pytest.mark.parametrize(
+    "payload", [{"rows": []}, {}, {"rows": GOOD}, [GOOD], {"rows": [GOOD], "extra": 1}]
+)
+def test_body_shape_is_checked(schema: FeatureSchema, payload: Any) -> None:
+    with pytest.raises(RequestValidationError):
+        _validator(schema).validate(payload)
+
+
+def test_too_many_rows_is_413(schema: FeatureSchema) -> None:
+    with pytest.raises(PayloadTooLargeError, match="maximum is 5"):
+        _validator(schema, max_rows=5).validate({"rows": [GOOD] * 6})
+    assert len(_validator(schema, max_rows=5).validate({"rows": [GOOD] * 5})) == 5
+
+
+def test_integers_beyond_float_range_are_refused(schema: FeatureSchema) -> None:
+    (detail,) = _details(schema, {**GOOD, "bill length": 10**400})
+    assert "finite" in detail["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{bad json",
+        b"",
+        b"\xff\xfe",
+        b'{"rows": [1,]}',
+        b'{"rows": [{"bill length": 1' + b"0" * 5000 + b"}]}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["syntax", "empty", "not-utf8", "trailing-comma", "huge-integer", "deep-nesting"],
+)
+def test_malformed_json_is_400(schema: FeatureSchema, body: bytes) -> None:
+    with pytest.raises(MalformedRequestError) as info:
+        _validator(schema).validate_body(body)
+    assert info.value.status == 400
