@@ -14,12 +14,15 @@ trials have finished in total.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,54 +166,127 @@ def n_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-class _StopAtBudget:
-    """Stop every worker once ``n_trials`` trials have finished in the shared study."""
-
-    def __init__(self, n_trials: int) -> None:
-        self.n_trials = n_trials
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if n_finished(study) >= self.n_trials:
-            study.stop()
+ACTIVE = (*FINISHED, TrialState.RUNNING)
 
 
-def _log_progress(n_trials: int) -> Any:
-    """A one-line log per trial: the progress report when no progress bar is shown."""
+@contextmanager
+def trial_slot_lock(study: optuna.Study, storage_url: str) -> Iterator[None]:
+    """Serialise "count the trials, then create one" across every worker of a study.
 
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        best = study.best_value if any(t.value is not None for t in study.trials) else None
-        log.info(
-            "trial %d %s (%d/%d finished), value %s, best %s",
-            trial.number,
-            trial.state.name,
-            n_finished(study),
-            n_trials,
-            f"{trial.value:.5f}" if trial.value is not None else "-",
-            f"{best:.5f}" if best is not None else "-",
-        )
+    Without it two workers that both see ``n_trials - 1`` trials would each start
+    one, and the study would end with more trials than asked for. PostgreSQL: a
+    transaction-scoped advisory lock keyed on the study; SQLite: a file lock
+    beside the database (workers on one machine).
+    """
+    if storage_url.startswith("postgresql"):
+        from sqlalchemy import text
 
-    return callback
+        key = int(hashlib.sha256(study.study_name.encode()).hexdigest()[:15], 16)
+        engine = study._storage.engine  # type: ignore[attr-defined]
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            yield
+    elif storage_url.startswith("sqlite:///"):
+        lock_path = Path(storage_url.removeprefix("sqlite:///") + ".lock")
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield
+
+
+def _next_trial(study: optuna.Study, storage_url: str, n_trials: int) -> optuna.Trial | None:
+    """A new trial, or None once finished plus running trials reach ``n_trials``."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    with trial_slot_lock(study, storage_url):
+        if is_heartbeat_enabled(study._storage):
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
+        if len(study.get_trials(deepcopy=False, states=ACTIVE)) >= n_trials:
+            return None
+        return study.ask()
 
 
 def run_study(
-    study: optuna.Study, objective: Any, n_trials: int, timeout_s: float, progress: bool = True
-) -> None:
-    """Run trials until ``n_trials`` have finished in the study (counting earlier runs)."""
-    remaining = n_trials - n_finished(study)
-    if remaining <= 0:
-        log.info(
-            "study %s already has %d finished trials: nothing to do", study.study_name, n_trials
-        )
-        return
-    log.info("study %s: %d trial(s) to go", study.study_name, remaining)
-    study.optimize(
-        objective,
-        n_trials=remaining,
-        timeout=timeout_s,
-        callbacks=[_StopAtBudget(n_trials)] + ([] if progress else [_log_progress(n_trials)]),
-        show_progress_bar=progress,
-        gc_after_trial=False,
-    )
+    study: optuna.Study,
+    objective: Any,
+    n_trials: int,
+    timeout_s: float,
+    storage_url: str,
+    progress: bool = True,
+) -> int:
+    """Run trials until ``n_trials`` have finished in the study, counting earlier runs and
+    other workers; return how many this worker ran.
+
+    Each trial is created under :func:`trial_slot_lock`, so any number of workers
+    end with exactly ``n_trials`` finished trials. A trial that raises is marked
+    FAIL (it does not count) and the error stops this worker.
+    """
+    from optuna.storages._heartbeat import get_heartbeat_thread
+    from tqdm import tqdm
+
+    done = n_finished(study)
+    if done >= n_trials:
+        log.info("study %s already has %d finished trials: nothing to do", study.study_name, done)
+        return 0
+    log.info("study %s: %d trial(s) to go", study.study_name, n_trials - done)
+    deadline = time.monotonic() + timeout_s
+    ran = 0
+    bar = tqdm(total=n_trials, initial=done, desc="tuning", unit="trial", disable=not progress)
+    with bar:
+        while time.monotonic() < deadline:
+            trial = _next_trial(study, storage_url, n_trials)
+            if trial is None:
+                break
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                try:
+                    value = objective(trial)
+                except optuna.TrialPruned:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    value = None
+                except BaseException:
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+                else:
+                    study.tell(trial, value)
+            ran += 1
+            finished = n_finished(study)
+            best = _best_value(study)
+            bar.update(finished - bar.n)
+            bar.set_postfix(best=f"{best:.5f}" if best is not None else "-")
+            if not progress:
+                log.info(
+                    "trial %d %s (%d/%d finished), value %s, best %s",
+                    trial.number,
+                    "COMPLETE" if value is not None else "PRUNED",
+                    finished,
+                    n_trials,
+                    f"{value:.5f}" if value is not None else "-",
+                    f"{best:.5f}" if best is not None else "-",
+                )
+        else:
+            log.warning("tune.timeout_s (%ss) reached: this worker stops", timeout_s)
+    return ran
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def wait_for_running(study: optuna.Study, timeout_s: float) -> None:
+    """Wait (bounded) until other workers' running trials have finished."""
+    deadline = time.monotonic() + timeout_s
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if time.monotonic() > deadline:
+            log.warning("other workers still have trials running; using the finished ones")
+            return
+        time.sleep(1.0)
 
 
 def best_params_record(study: optuna.Study, n_trials: int) -> dict[str, Any]:
@@ -366,10 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         objective,
         params.tune.n_trials,
         params.tune.timeout_s,
+        storage_url,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     if args.worker:
         return 0
+    wait_for_running(study, params.tune.timeout_s)
 
     finished = n_finished(study)
     if finished < params.tune.n_trials:
