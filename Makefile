@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PORT ?= 3000
 HOST ?= 0.0.0.0
 MODEL ?= tabserve
+IMAGE ?= tabserve:latest
 PYTEST_ARGS ?=
 
 VENV := $(CURDIR)/.venv
@@ -15,6 +16,7 @@ export PATH := $(BIN):$(HOME)/.local/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
 .PHONY: help
@@ -34,6 +36,17 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 .PHONY: setup
 setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
 
+.PHONY: system-deps
+system-deps: ## Debian packages the tests use, if missing: chromium (UI test), postgresql (scale-out test)
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo ">> installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
 .PHONY: train
 train: setup ## Run the DVC pipeline (ingest → … → import into the BentoML store)
 	$(BIN)/dvc repro
@@ -52,6 +65,22 @@ serve: model ## Set up, train if no model exists, then serve on PORT (default 30
 	$(BIN)/tabserve init-local --base-url http://localhost:$(PORT)
 	$(BIN)/tabserve check
 	$(BIN)/bentoml serve service:Tabserve --host $(HOST) --port $(PORT)
+
+.PHONY: requirements
+requirements: setup ## Export the runtime requirements (no training/test tools) from uv.lock to build/
+	@mkdir -p build
+	$(UV) export --frozen --no-default-groups --no-emit-project --no-hashes \
+		--format requirements-txt --output-file build/requirements-serve.txt --quiet
+
+.PHONY: bento
+bento: model requirements ## Build the bento: service code + champion model + pinned runtime requirements
+	$(BIN)/bentoml build --output tag | tee build/bento-tag.txt
+
+.PHONY: containerize
+containerize: bento ## Build the OCI image from the bento (needs a Docker engine)
+	@command -v docker >/dev/null || { echo "docker not found: containerize needs a Docker engine"; exit 2; }
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine is running: start one, or build the image on a machine that has it"; exit 2; }
+	$(BIN)/bentoml containerize $$(sed -n 's/^__tag__://p' build/bento-tag.txt) --image-tag $(IMAGE)
 
 .PHONY: rollback
 rollback: setup ## Point @champion back at VERSION=N and import it into the BentoML store
@@ -78,7 +107,7 @@ format: setup ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 .PHONY: test
-test: setup lint ## The whole suite: lint, types, unit, pipeline, service tests
+test: setup system-deps lint ## The whole suite: lint, types, unit, pipeline, service, bento tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
