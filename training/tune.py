@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import hashlib
 import json
 import logging
+import os
+import socket
 import sys
 import tempfile
 import time
@@ -144,14 +147,14 @@ def make_objective(
     return objective
 
 
-def fail_interrupted(study: optuna.Study, storage_url: str) -> int:
+def fail_interrupted(study: optuna.Study, storage_url: str, exclusive: bool) -> int:
     """Mark trials left RUNNING by a killed run as FAIL; return how many.
 
-    With the embedded SQLite storage only one worker runs, so every RUNNING trial
-    is an orphan. With a shared database, other workers may be running: only
-    trials whose heartbeat went stale are failed (Optuna's own rule).
+    The DVC stage on the embedded SQLite storage (``exclusive``) is the only
+    worker, so every RUNNING trial is an orphan. Otherwise other workers may be
+    running: only trials whose heartbeat went stale are failed (Optuna's rule).
     """
-    if storage_url.startswith("sqlite"):
+    if exclusive and storage_url.startswith("sqlite"):
         orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for trial in orphans:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -170,7 +173,9 @@ ACTIVE = (*FINISHED, TrialState.RUNNING)
 
 
 @contextmanager
-def trial_slot_lock(study: optuna.Study, storage_url: str) -> Iterator[None]:
+def trial_slot_lock(
+    study_name: str, storage: optuna.storages.RDBStorage, storage_url: str
+) -> Iterator[None]:
     """Serialise "count the trials, then create one" across every worker of a study.
 
     Without it two workers that both see ``n_trials - 1`` trials would each start
@@ -181,9 +186,8 @@ def trial_slot_lock(study: optuna.Study, storage_url: str) -> Iterator[None]:
     if storage_url.startswith("postgresql"):
         from sqlalchemy import text
 
-        key = int(hashlib.sha256(study.study_name.encode()).hexdigest()[:15], 16)
-        engine = study._storage.engine  # type: ignore[attr-defined]
-        with engine.connect() as conn, conn.begin():
+        key = int(hashlib.sha256(study_name.encode()).hexdigest()[:15], 16)
+        with storage.engine.connect() as conn, conn.begin():
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             yield
     elif storage_url.startswith("sqlite:///"):
@@ -198,11 +202,11 @@ def trial_slot_lock(study: optuna.Study, storage_url: str) -> Iterator[None]:
         yield
 
 
-def _next_trial(study: optuna.Study, storage_url: str, n_trials: int) -> optuna.Trial | None:
+def _next_trial(study: optuna.Study, lock: Any, n_trials: int) -> optuna.Trial | None:
     """A new trial, or None once finished plus running trials reach ``n_trials``."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    with trial_slot_lock(study, storage_url):
+    with lock():
         if is_heartbeat_enabled(study._storage):
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
         if len(study.get_trials(deepcopy=False, states=ACTIVE)) >= n_trials:
@@ -215,7 +219,7 @@ def run_study(
     objective: Any,
     n_trials: int,
     timeout_s: float,
-    storage_url: str,
+    lock: Any,
     progress: bool = True,
 ) -> int:
     """Run trials until ``n_trials`` have finished in the study, counting earlier runs and
@@ -238,7 +242,7 @@ def run_study(
     bar = tqdm(total=n_trials, initial=done, desc="tuning", unit="trial", disable=not progress)
     with bar:
         while time.monotonic() < deadline:
-            trial = _next_trial(study, storage_url, n_trials)
+            trial = _next_trial(study, lock, n_trials)
             if trial is None:
                 break
             with get_heartbeat_thread(trial._trial_id, study._storage):
@@ -324,6 +328,25 @@ def _save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     return saved
 
 
+def _start_parent_run(name: str, storage_url: str, params: Params) -> str:
+    """The MLflow run that holds the study's trials, best params and plots."""
+    import mlflow
+
+    with mlflow.start_run(run_name=f"tune-{name}") as parent:
+        mlflow.set_tags(
+            {"stage": "tune", "optuna.study": name, "optuna.storage": storage_url.split("://")[0]}
+        )
+        mlflow.log_params(
+            {
+                "n_trials": params.tune.n_trials,
+                "timeout_s": params.tune.timeout_s,
+                "seed": params.seed,
+                "search_space": json.dumps(params.tune.model_dump()["space"]),
+            }
+        )
+        return str(parent.info.run_id)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: tune on ``data/prepared``, write ``tuning/best_params.json``."""
     import mlflow
@@ -368,44 +391,34 @@ def main(argv: list[str] | None = None) -> int:
     if storage_url.startswith("sqlite:///"):
         Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=10, grace_period=60)
-    # Re-seed by progress: a resumed study does not replay the trials it already has.
+    # Seeded by progress: a resumed study does not replay the trials it already has.
     probe = optuna.create_study(
         storage=storage, study_name=name, direction="minimize", load_if_exists=True
     )
-    orphans = fail_interrupted(probe, storage_url)
+    orphans = fail_interrupted(probe, storage_url, exclusive=not args.worker)
     if orphans:
         log.warning("marked %d trial(s) interrupted by an earlier run as FAIL", orphans)
     done = n_finished(probe)
     study = optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=params.seed + done),
+        # Extra workers must not replay each other's proposals: seed them apart.
+        sampler=optuna.samplers.TPESampler(
+            seed=params.seed + done + (os.getpid() if args.worker else 0)
+        ),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
     )
 
-    configure_mlflow(params.registry.experiment)
-    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    if parent_id is None:
-        with mlflow.start_run(run_name=f"tune-{name}") as parent:
-            parent_id = parent.info.run_id
-            mlflow.set_tags(
-                {
-                    "stage": "tune",
-                    "optuna.study": name,
-                    "optuna.storage": storage_url.split("://")[0],
-                }
-            )
-            mlflow.log_params(
-                {
-                    "n_trials": params.tune.n_trials,
-                    "timeout_s": params.tune.timeout_s,
-                    "seed": params.seed,
-                    "search_space": json.dumps(params.tune.model_dump()["space"]),
-                }
-            )
-        study.set_user_attr(PARENT_RUN_ATTR, parent_id)
-    elif done:
-        log.info("resuming study %s: %d finished trial(s) kept", name, done)
+    lock = functools.partial(trial_slot_lock, name, storage, storage_url)
+    with lock():  # one MLflow set-up and one parent run, however many workers start
+        configure_mlflow(params.registry.experiment)
+        parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+        if parent_id is None:
+            parent_id = _start_parent_run(name, storage_url, params)
+            study.set_user_attr(PARENT_RUN_ATTR, parent_id)
+        elif done:
+            log.info("resuming study %s: %d finished trial(s) kept", name, done)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
@@ -420,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 "optuna.study": name,
                 "optuna.trial_number": str(trial.number),
                 "optuna.state": result["state"],
+                "optuna.worker": worker,
             },
         )
         client.log_batch(
@@ -442,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         objective,
         params.tune.n_trials,
         params.tune.timeout_s,
-        storage_url,
+        lock,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     if args.worker:

@@ -1,0 +1,153 @@
+"""Scale-out tuning: two Optuna workers on one study in a real PostgreSQL, MLflow on it too."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline.conftest import pipeline_env, run
+from tests.service.test_server import _free_port
+
+pytestmark = pytest.mark.slow
+
+N_TRIALS = 10
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    assert found, "PostgreSQL is installed by `make system-deps` (Debian package postgresql)"
+    return found[-1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the Debian `postgres` user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL server on a free local port; yields its base URL."""
+    root = Path(tempfile.mkdtemp(prefix="tabserve-pg-"))
+    data, sockets = root / "data", root / "run"
+    sockets.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+    subprocess.run(
+        _as_postgres(
+            [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port = _free_port()
+    server = subprocess.Popen(
+        _as_postgres(
+            [
+                _pg_bin("postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(sockets),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ]
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            subprocess.run(
+                ["pg_isready", "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+            ).returncode
+            != 0
+        ):
+            assert server.poll() is None, "postgres exited"
+            assert time.monotonic() < deadline, "postgres not ready in 60 s"
+            time.sleep(0.3)
+        for db in ("optuna", "mlflow"):
+            subprocess.run(
+                ["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", db],
+                check=True,
+                capture_output=True,
+            )
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_and_finish_exactly_n_trials(make_repo, postgres: str) -> None:
+    repo = make_repo("scale-out", {"tune.n_trials": N_TRIALS})
+    run(repo, "dvc", "repro", "prepare")
+    env = pipeline_env(repo) | {
+        "TABSERVE_OPTUNA_STORAGE": f"{postgres}/optuna",
+        "MLFLOW_TRACKING_URI": f"{postgres}/mlflow",
+    }
+    workers = [
+        subprocess.Popen(
+            ["python", "-m", "training.tune", "--worker"],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
+    # The DVC stage itself then finds the study done and writes the best params.
+    final = subprocess.run(
+        ["python", "-m", "training.tune"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert final.returncode == 0, final.stderr
+    assert "already has" in final.stderr
+
+    import mlflow
+    import optuna
+
+    names = optuna.get_all_study_names(storage=f"{postgres}/optuna")
+    assert len(names) == 1
+    study = optuna.load_study(study_name=names[0], storage=f"{postgres}/optuna")
+    states = [t.state.name for t in study.trials]
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == N_TRIALS, states
+    assert "RUNNING" not in states and "FAIL" not in states
+    assert len(study.trials) == N_TRIALS  # no surplus trial was even started
+
+    client = mlflow.MlflowClient(tracking_uri=f"{postgres}/mlflow")
+    experiment = client.get_experiment_by_name("tabserve")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    trial_runs = [r for r in runs if "optuna.trial_number" in r.data.tags]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs) == sorted(
+        t.number for t in finished
+    )
+    assert all(t.user_attrs.get("mlflow_run_id") for t in finished)
+    assert len({r.data.tags["optuna.worker"] for r in trial_runs}) == 2, "both workers ran trials"
+    parents = [r for r in runs if r.info.run_name.startswith("tune-")]
+    assert len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parents[0].info.run_id}
+    assert (repo / "tuning/best_params.json").exists()
+    del mlflow
