@@ -82,6 +82,10 @@ containerize: bento ## Build the OCI image from the bento (needs a Docker engine
 	@docker info >/dev/null 2>&1 || { echo "no Docker engine is running: start one, or build the image on a machine that has it"; exit 2; }
 	$(BIN)/bentoml containerize $$(sed -n 's/^__tag__://p' build/bento-tag.txt) --image-tag $(IMAGE)
 
+.PHONY: import
+import: setup ## Import the registry's @champion into the BentoML store (e.g. on a fresh CI runner)
+	$(BIN)/python -m training.import_model
+
 .PHONY: rollback
 rollback: setup ## Point @champion back at VERSION=N and import it into the BentoML store
 	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=<registered version>"; exit 2; }
