@@ -202,6 +202,39 @@ def trial_slot_lock(
         yield
 
 
+SCHEMA_LOCK_KEY = 0x7AB5E12E  # one advisory lock for "create Optuna's tables", any study
+
+
+def open_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """Optuna storage with heartbeats, its tables created by one worker at a time.
+
+    On a fresh PostgreSQL database every worker that starts at once would run
+    ``CREATE TYPE``/``CREATE TABLE`` and all but one would fail on a duplicate
+    type, so creation is serialised by a session-level advisory lock (the others
+    wait, then find the tables). SQLite needs no lock: one file, one writer.
+    """
+
+    def create() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(storage_url, heartbeat_interval=10, grace_period=60)
+
+    if not storage_url.startswith("postgresql"):
+        return create()
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(storage_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            try:
+                return create()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
 def _next_trial(study: optuna.Study, lock: Any, n_trials: int) -> optuna.Trial | None:
     """A new trial, or None once finished plus running trials reach ``n_trials``."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -390,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     storage_url = optuna_storage()
     if storage_url.startswith("sqlite:///"):
         Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=10, grace_period=60)
+    storage = open_storage(storage_url)
     # Seeded by progress: a resumed study does not replay the trials it already has.
     probe = optuna.create_study(
         storage=storage, study_name=name, direction="minimize", load_if_exists=True
