@@ -33,7 +33,13 @@ def pipeline_env(repo: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "TABSERVE_OPTUNA_STORAGE", "BENTOML_HOME")
+        if k
+        not in (
+            "MLFLOW_TRACKING_URI",
+            "TABSERVE_OPTUNA_STORAGE",
+            "BENTOML_HOME",
+            "PROMETHEUS_MULTIPROC_DIR",
+        )
     }
     env |= {
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",

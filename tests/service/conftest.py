@@ -105,10 +105,14 @@ def _import(
 
 @pytest.fixture(scope="package")
 def test_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A private BentoML home and TABSERVE_* settings, set for the whole session."""
+    """TABSERVE_* settings, set for the whole package.
+
+    The private BentoML home and Prometheus directory are the session's (see
+    ``tests/conftest.py``): BentoML and prometheus_client read them once, on import.
+    """
     root = tmp_path_factory.mktemp("tabserve")
     env = {
-        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],
         "TABSERVE_ENV": "development",
         "TABSERVE_JWT_SECRET": secrets.token_urlsafe(48),
         "TABSERVE_USERS_FILE": str(root / "users.json"),
@@ -118,9 +122,8 @@ def test_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         "TABSERVE_LOGIN_MAX_FAILURES": "3",
         "BENTOML_DO_NOT_TRACK": "True",
         # BentoML's /metrics always reads Prometheus' multiprocess directory.
-        "PROMETHEUS_MULTIPROC_DIR": str(root / "prometheus"),
+        "PROMETHEUS_MULTIPROC_DIR": os.environ["PROMETHEUS_MULTIPROC_DIR"],
     }
-    (root / "prometheus").mkdir()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env

@@ -52,6 +52,8 @@ def bento(test_env: dict[str, str], models: dict[str, Any], tmp_path_factory) ->
     """Build the bento exactly as `make bento` does, then export it (models included)."""
     env = {**os.environ, **test_env, "TABSERVE_MODEL_TAG": models["binary"].tag}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    # `bentoml build` runs uv from PATH (and tries to pip-install it otherwise).
+    env["PATH"] = f"{Path(_uv()).parent}{os.pathsep}{env.get('PATH', '')}"
     (REPO / "build").mkdir(exist_ok=True)
     _run(
         _uv(),
