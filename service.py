@@ -2,7 +2,8 @@
 
 Loads the champion model that the pipeline imported into the BentoML model store
 (``TABSERVE_MODEL_TAG``, default ``tabserve:latest``) and serves it. The logic
-lives in ``tabserve/``: validation, prediction, auth, errors and metrics.
+lives in ``tabserve/``: validation, prediction, auth, errors and metrics. The browser
+UI (``ui/``, Gradio) is mounted at ``/ui`` and calls the same predictor in process.
 
 Run with ``bentoml serve service:Tabserve``.
 """
@@ -32,6 +33,7 @@ from tabserve.settings import (
     model_tag_from_env,
 )
 from tabserve.validation import RequestValidator
+from ui.mount import create_ui_app
 
 # BentoML fixes the batching knobs in the decorator, so they are read here (env only).
 BATCHING = load_batching_settings()
@@ -58,8 +60,11 @@ async def model_card(_: Request) -> JSONResponse:
 
 
 card_app = Starlette(routes=[Route("/model", model_card, methods=["GET"])])
+# The Gradio UI under /ui, built from the loaded model when a worker starts.
+ui_app = create_ui_app(serving_instance)
 
 
+@bentoml.asgi_app(ui_app, path="/", name="ui")
 @bentoml.asgi_app(card_app, path="/")
 @bentoml.service(name="tabserve", traffic={"timeout": 60})
 class Tabserve:

@@ -8,12 +8,22 @@ and algorithm confusion are refused) and requires every one of those claims.
 into its own 401/403 bodies, so the middleware answers auth failures itself,
 before any route (including mounted apps such as ``/ui``) is reached. It also
 serves the OAuth2 password flow at ``POST /auth/token``.
+
+The browser UI under ``/ui`` cannot send bearer headers, so it gets a cookie
+session: ``/ui/login`` (an HTML form checked against the same users file, with the
+same throttle) sets an HttpOnly, ``SameSite=Strict`` cookie, scoped to ``/ui``,
+that holds a short-lived JWT with its own audience. That cookie is accepted under
+``/ui`` only; the API stays bearer-only, so a browser cannot be tricked into
+calling it (no CSRF).
 """
 
 from __future__ import annotations
 
+import hmac
+import html
 import logging
 import math
+import secrets
 import threading
 import time
 import uuid
@@ -36,7 +46,7 @@ from tabserve.errors import (
 )
 from tabserve.gateway import StateProvider
 from tabserve.settings import SCOPES, Settings
-from tabserve.users import UserError, UserStore, parse_scopes
+from tabserve.users import UserError, UserRecord, UserStore, parse_scopes
 
 logger = logging.getLogger("tabserve.auth")
 
@@ -51,6 +61,22 @@ OPEN_PREFIXES = ("/assets/", "/static_content/")
 # Routes that need a scope on top of a valid token; ``admin`` grants every scope.
 ROUTE_SCOPES = {"/predict": "predict", "/explain": "explain"}
 CLIENT_FAILURES_FACTOR = 10
+
+# The browser UI: a cookie session, accepted under UI_PREFIX only.
+UI_PREFIX = "/ui"
+UI_LOGIN_PATH = "/ui/login"
+UI_LOGOUT_PATH = "/ui/logout"
+UI_SCOPE = "predict"
+SESSION_COOKIE = "tabserve_ui_session"
+CSRF_COOKIE = "tabserve_ui_csrf"
+_LOGIN_MESSAGES = {
+    "invalid": "Unknown user or wrong password.",
+    "throttled": "Too many failed logins; try again later.",
+    "expired": "Your session has expired; please log in again.",
+    "scope": f"This account lacks the {UI_SCOPE!r} scope the UI needs.",
+    "csrf": "The login form expired; please try again.",
+    "logout": "You are logged out.",
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +94,12 @@ class Claims:
 
 
 def issue_token(
-    settings: Settings, sub: str, scopes: Iterable[str], ttl_s: int | None = None
+    settings: Settings,
+    sub: str,
+    scopes: Iterable[str],
+    ttl_s: int | None = None,
+    *,
+    audience: str | None = None,
 ) -> tuple[str, int]:
     """Sign a token for ``sub`` with ``scopes``.
 
@@ -77,6 +108,7 @@ def issue_token(
         sub: the subject (user name).
         scopes: granted scopes (validated against the known ones).
         ttl_s: lifetime; ``settings.token_ttl_s`` by default.
+        audience: ``aud`` claim; the API's (``settings.jwt_audience``) by default.
 
     Returns:
         ``(token, expires_in_seconds)``.
@@ -88,7 +120,7 @@ def issue_token(
     now = int(time.time())
     claims = {
         "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
+        "aud": settings.jwt_audience if audience is None else audience,
         "sub": sub,
         "scopes": parse_scopes(list(scopes)),
         "iat": now,
@@ -99,8 +131,13 @@ def issue_token(
     return token, ttl
 
 
-def verify_token(settings: Settings, token: str) -> Claims:
+def verify_token(settings: Settings, token: str, *, audience: str | None = None) -> Claims:
     """Verify signature, algorithm and every required claim of ``token``.
+
+    Args:
+        settings: issuer, audience, algorithm and key.
+        token: the encoded JWT.
+        audience: the ``aud`` required; the API's (``settings.jwt_audience``) by default.
 
     Raises:
         UnauthenticatedError: with a client-safe reason; never echoes the token.
@@ -116,7 +153,7 @@ def verify_token(settings: Settings, token: str) -> Claims:
             token,
             settings.verification_key,
             algorithms=[settings.jwt_algorithm],
-            audience=settings.jwt_audience,
+            audience=settings.jwt_audience if audience is None else audience,
             issuer=settings.jwt_issuer,
             leeway=settings.jwt_leeway_s,
             options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
@@ -146,6 +183,18 @@ def verify_token(settings: Settings, token: str) -> Claims:
         jti=str(payload["jti"]),
         exp=int(payload["exp"]),
     )
+
+
+def issue_session_token(settings: Settings, sub: str, scopes: Iterable[str]) -> tuple[str, int]:
+    """Sign a browser session token for the UI (its own audience and lifetime)."""
+    return issue_token(
+        settings, sub, scopes, settings.ui_session_ttl_s, audience=settings.ui_session_audience
+    )
+
+
+def verify_session_token(settings: Settings, token: str) -> Claims:
+    """Verify a UI session token (see :func:`verify_token`); API tokens are refused."""
+    return verify_token(settings, token, audience=settings.ui_session_audience)
 
 
 class LoginThrottle:
@@ -205,6 +254,27 @@ class LoginThrottle:
 def is_open_path(path: str) -> bool:
     """Whether ``path`` is served without a token (health, metrics, docs, token)."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def is_ui_path(path: str) -> bool:
+    """Whether ``path`` belongs to the browser UI (where the session cookie is accepted)."""
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
+def request_cookie(headers: Iterable[tuple[bytes, bytes]], name: str) -> str | None:
+    """The value of cookie ``name`` in the request headers, or None."""
+    from starlette.requests import cookie_parser
+
+    for key, value in headers:
+        if key.lower() == b"cookie":
+            found = cookie_parser(value.decode("latin-1")).get(name)
+            if found:
+                return found
+    return None
+
+
+def _has_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bool:
+    return any(k.lower() == name for k, _ in headers)
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -267,6 +337,9 @@ class AuthMiddleware:
         if is_open_path(path):
             await self.app(scope, receive, send)
             return
+        if is_ui_path(path):
+            await self._ui(scope, receive, send)
+            return
         token = bearer_token(scope["headers"])
         claims = verify_token(self._settings(), token)
         needed = ROUTE_SCOPES.get(path.rstrip("/") or "/")
@@ -275,15 +348,40 @@ class AuthMiddleware:
         scope.setdefault("state", {})["tabserve_sub"] = claims.sub
         await self.app(scope, receive, send)
 
-    async def _token_endpoint(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _authenticate(
+        self, settings: Settings, scope: dict[str, Any], username: str, password: str
+    ) -> UserRecord:
+        """Check a password against the users file, behind the failed-login throttle.
+
+        Raises:
+            TooManyRequestsError: when this user and client (or this client) failed too often.
+            InvalidCredentialsError: for an unknown user or a wrong password.
+        """
         import anyio.to_thread
+
+        user_throttle, client_throttle = self._throttle(settings)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        user_key = f"{username.lower()}|{client}"
+        user_throttle.check(user_key)
+        client_throttle.check(client)
+        if self._users is None:  # the file is re-read on every login: edits apply at once
+            self._users = UserStore(settings.resolved_users_file)
+        record = await anyio.to_thread.run_sync(self._users.authenticate, username, password)
+        if record is None:
+            user_throttle.record_failure(user_key)
+            client_throttle.record_failure(client)
+            logger.warning("failed login for user %r from %s", username, client)
+            raise InvalidCredentialsError()
+        user_throttle.reset(user_key)
+        return record
+
+    async def _token_endpoint(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         from starlette.requests import Request
         from starlette.responses import JSONResponse
 
         if scope["method"] != "POST":
             raise MethodNotAllowedError("the token endpoint only accepts POST")
         settings = self._settings()
-        user_throttle, client_throttle = self._throttle(settings)
         request = Request(scope, receive)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -305,19 +403,7 @@ class AuthMiddleware:
                 details=[{"field": "grant_type", "message": "must be 'password'"}],
             )
         username, password = str(fields["username"]), str(fields["password"])
-        client = (scope.get("client") or ("unknown", 0))[0]
-        user_key = f"{username.lower()}|{client}"
-        user_throttle.check(user_key)
-        client_throttle.check(client)
-        if self._users is None:  # the file is re-read on every login: edits apply at once
-            self._users = UserStore(settings.resolved_users_file)
-        record = await anyio.to_thread.run_sync(self._users.authenticate, username, password)
-        if record is None:
-            user_throttle.record_failure(user_key)
-            client_throttle.record_failure(client)
-            logger.warning("failed login for user %r from %s", username, client)
-            raise InvalidCredentialsError()
-        user_throttle.reset(user_key)
+        record = await self._authenticate(settings, scope, username, password)
         scopes = list(record.scopes)
         if isinstance(fields["scope"], str) and fields["scope"].strip():
             try:
@@ -338,16 +424,227 @@ class AuthMiddleware:
         )
         await response(scope, receive, send)
 
+    # ---- the browser UI: cookie sessions under /ui ---------------------------------
+    async def _ui(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Login and logout pages, then a session (or bearer) check for the rest of /ui."""
+        path = scope["path"]
+        if path == UI_LOGIN_PATH:
+            await self._login(scope, receive, send)
+            return
+        if path == UI_LOGOUT_PATH:
+            await _redirect(scope, receive, send, _login_url(scope, "logout"), clear_session=True)
+            return
+        settings = self._settings()
+        headers = scope["headers"]
+        if _has_header(headers, b"authorization"):  # API clients may script the UI's API
+            claims = verify_token(settings, bearer_token(headers))
+        else:
+            cookie = request_cookie(headers, SESSION_COOKIE)
+            try:
+                if cookie is None:
+                    raise UnauthenticatedError(
+                        f"log in at {UI_LOGIN_PATH} (or send a bearer token)",
+                        error="invalid_request",
+                    )
+                claims = verify_session_token(settings, cookie)
+            except UnauthenticatedError:
+                if _wants_page(scope):  # a person at the browser: show the login form
+                    reason = "expired" if cookie is not None else None
+                    await _redirect(
+                        scope, receive, send, _login_url(scope, reason), clear_session=True
+                    )
+                    return
+                raise
+        if not claims.allows(UI_SCOPE):
+            raise ForbiddenError(f"the UI needs the {UI_SCOPE!r} scope", scope=UI_SCOPE)
+        state = scope.setdefault("state", {})
+        state["tabserve_sub"] = claims.sub
+        state["tabserve_scopes"] = claims.scopes
+        await self.app(scope, receive, send)
+
+    async def _login(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``GET /ui/login``: the form; ``POST``: check the password, start a session.
+
+        Every outcome of a POST is a redirect (post/redirect/get), so a browser never
+        re-submits a password and no error page bypasses the JSON envelope.
+        """
+        from starlette.requests import Request
+        from starlette.responses import HTMLResponse
+
+        settings = self._settings()
+        request = Request(scope, receive)
+        if scope["method"] in ("GET", "HEAD"):
+            fresh_csrf = secrets.token_urlsafe(32)
+            message = _LOGIN_MESSAGES.get(request.query_params.get("msg", ""), "")
+            response = HTMLResponse(
+                _login_page(scope.get("root_path", "") + UI_LOGIN_PATH, fresh_csrf, message),
+                headers=_PAGE_HEADERS,
+            )
+            response.set_cookie(
+                CSRF_COOKIE,
+                fresh_csrf,
+                max_age=3600,
+                path=UI_LOGIN_PATH,
+                secure=_secure_cookie(settings, scope),
+                httponly=True,
+                samesite="strict",
+            )
+            await response(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            raise MethodNotAllowedError("the login page accepts GET and POST")
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/x-www-form-urlencoded":
+            raise UnsupportedMediaTypeError("the login form is application/x-www-form-urlencoded")
+        form = await request.form()
+        username, password, csrf = (form.get(k) for k in ("username", "password", "csrf"))
+        if not (isinstance(username, str) and isinstance(password, str) and username):
+            await _redirect(scope, receive, send, _login_url(scope, "invalid"))
+            return
+        expected = request.cookies.get(CSRF_COOKIE)
+        if not (
+            isinstance(csrf, str)
+            and expected
+            and hmac.compare_digest(csrf.encode(), expected.encode())
+        ):
+            await _redirect(scope, receive, send, _login_url(scope, "csrf"))
+            return
+        try:
+            record = await self._authenticate(settings, scope, username, password)
+        except TooManyRequestsError:
+            await _redirect(scope, receive, send, _login_url(scope, "throttled"))
+            return
+        except InvalidCredentialsError:
+            await _redirect(scope, receive, send, _login_url(scope, "invalid"))
+            return
+        if not (UI_SCOPE in record.scopes or "admin" in record.scopes):
+            logger.warning("UI login refused for %r: no %r scope", username, UI_SCOPE)
+            await _redirect(scope, receive, send, _login_url(scope, "scope"))
+            return
+        token, ttl = issue_session_token(settings, username, record.scopes)
+        logger.info("started a UI session for %r (%d s)", username, ttl)
+        await _redirect(
+            scope,
+            receive,
+            send,
+            scope.get("root_path", "") + UI_PREFIX + "/",
+            session=(token, ttl, _secure_cookie(settings, scope)),
+        )
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+def _wants_page(scope: dict[str, Any]) -> bool:
+    """Whether this is a browser asking for the UI page itself (not for its API)."""
+    if scope["method"] not in ("GET", "HEAD") or scope["path"] not in (UI_PREFIX, UI_PREFIX + "/"):
+        return False
+    accept = b"".join(v for k, v in scope["headers"] if k.lower() == b"accept")
+    return b"text/html" in accept
+
+
+def _secure_cookie(settings: Settings, scope: dict[str, Any]) -> bool:
+    if settings.ui_cookie_secure is not None:
+        return settings.ui_cookie_secure
+    return settings.env == "production" or scope.get("scheme") == "https"
+
+
+def _login_url(scope: dict[str, Any], message: str | None) -> str:
+    url = scope.get("root_path", "") + UI_LOGIN_PATH
+    return f"{url}?msg={message}" if message else url
+
+
+async def _redirect(
+    scope: dict[str, Any],
+    receive: Any,
+    send: Any,
+    location: str,
+    *,
+    session: tuple[str, int, bool] | None = None,
+    clear_session: bool = False,
+) -> None:
+    """A 303 to ``location``, setting (token, ttl, secure) or clearing the session cookie."""
+    from starlette.responses import RedirectResponse
+
+    response = RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
+    if session is not None:
+        token, ttl, secure = session
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=ttl,
+            path=UI_PREFIX,
+            secure=secure,
+            httponly=True,
+            samesite="strict",
+        )
+        response.delete_cookie(CSRF_COOKIE, path=UI_LOGIN_PATH)
+    elif clear_session:
+        response.delete_cookie(SESSION_COOKIE, path=UI_PREFIX, httponly=True, samesite="strict")
+    await response(scope, receive, send)
+
+
+def _login_page(action: str, csrf: str, message: str) -> str:
+    """The login form (no script, no external resource)."""
+    notice = f'<p class="msg" role="alert">{html.escape(message)}</p>' if message else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tabserve: log in</title>
+<link rel="icon" href="data:,">
+<style>
+body {{ font-family: system-ui, sans-serif; background: #f6f7f9; margin: 0; }}
+main {{ max-width: 22rem; margin: 12vh auto; background: #fff; padding: 2rem;
+       border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.12); }}
+h1 {{ font-size: 1.3rem; margin-top: 0; }}
+label {{ display: block; margin: .8rem 0 .3rem; font-size: .9rem; }}
+input {{ width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }}
+button {{ margin-top: 1.2rem; width: 100%; padding: .6rem; font-size: 1rem;
+         background: #ea580c; color: #fff; border: 0; border-radius: 4px; cursor: pointer; }}
+.msg {{ background: #fff4e5; border-left: 4px solid #ea580c; padding: .5rem .7rem; }}
+</style></head>
+<body><main>
+<h1>tabserve model UI</h1>
+{notice}
+<form method="post" action="{html.escape(action)}">
+<input type="hidden" name="csrf" value="{html.escape(csrf)}">
+<label for="username">User</label>
+<input id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit" id="login">Log in</button>
+</form>
+</main></body></html>
+"""
+
 
 __all__ = [
     "OPEN_PATHS",
     "ROUTE_SCOPES",
+    "SESSION_COOKIE",
     "TOKEN_PATH",
+    "UI_LOGIN_PATH",
+    "UI_LOGOUT_PATH",
+    "UI_PREFIX",
+    "UI_SCOPE",
     "AuthMiddleware",
     "Claims",
     "LoginThrottle",
     "bearer_token",
     "is_open_path",
+    "is_ui_path",
+    "issue_session_token",
     "issue_token",
+    "request_cookie",
+    "verify_session_token",
     "verify_token",
 ]

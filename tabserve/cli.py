@@ -118,6 +118,7 @@ def init_local(settings: Settings, base_url: str = "http://localhost:3000") -> l
         password = password_file.read_text().strip()
         messages += [
             f"log in as {DEMO_USER!r} with password {password!r} (kept in {password_file}):",
+            f"  browser: {base_url}/ui/",
             f"  curl -s -X POST {base_url}/auth/token "
             f"-d username={DEMO_USER} -d password='{password}'",
             f'  curl -s -X POST {base_url}/predict -H "Authorization: Bearer $TOKEN" '

@@ -82,6 +82,15 @@ class Settings(BaseSettings):
         login_max_failures: failed logins tolerated per user and client in the window.
         login_window_s: sliding window of the failed-login throttle.
         log_level: level of the ``tabserve.*`` loggers (BentoML sets the root to WARNING).
+        ui_enabled: serve the browser UI at ``/ui`` (built when a worker starts).
+        ui_session_ttl_s: lifetime of a browser session of the ``/ui`` (its cookie and token).
+        ui_session_audience: ``aud`` claim of session tokens; differs from the API's, so a
+            session cookie is never accepted as an API bearer token, nor the reverse.
+        ui_cookie_secure: mark the session cookie ``Secure``; by default it is secure in
+            production and whenever the request itself came over https.
+        ui_max_upload_bytes: largest CSV the batch tab accepts (also capped by
+            ``max_body_bytes``, see :attr:`ui_upload_limit_bytes`).
+        ui_batch_max_rows: most rows the batch tab scores in one file.
     """
 
     model_config = SettingsConfigDict(env_prefix="TABSERVE_", extra="ignore")
@@ -110,6 +119,13 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_s: int = Field(default=300, ge=1, le=86_400)
 
+    ui_enabled: bool = True
+    ui_session_ttl_s: int = Field(default=3600, ge=60, le=86_400)
+    ui_session_audience: str = Field(default="tabserve-ui", min_length=1)
+    ui_cookie_secure: bool | None = None
+    ui_max_upload_bytes: int = Field(default=960 * 1024, ge=1024, le=1 << 30)
+    ui_batch_max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:
         if self.jwt_algorithm == "RS256" and self.jwt_public_key_file is None:
@@ -117,6 +133,25 @@ class Settings(BaseSettings):
         # The secret itself is resolved lazily (``signing_key``): the users CLI does not
         # need it, while the service resolves it at start-up so a bad one stops it there.
         return self
+
+    @model_validator(mode="after")
+    def _check_ui_audience(self) -> Settings:
+        if self.ui_session_audience == self.jwt_audience:
+            raise ValueError(
+                "TABSERVE_UI_SESSION_AUDIENCE must differ from TABSERVE_JWT_AUDIENCE "
+                "(a browser session must not be usable as an API token)"
+            )
+        return self
+
+    @property
+    def ui_upload_limit_bytes(self) -> int:
+        """The batch tab's CSV size limit, kept under the service-wide body limit.
+
+        Every request, uploads included, passes the gateway's ``max_body_bytes``
+        check; the multipart envelope around the file needs some headroom.
+        """
+        headroom = min(64 * 1024, self.max_body_bytes // 8)
+        return min(self.ui_max_upload_bytes, self.max_body_bytes - headroom)
 
     @property
     def resolved_users_file(self) -> Path:

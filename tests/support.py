@@ -1,0 +1,152 @@
+"""Helpers shared by test packages that need a real model store and a real server.
+
+- :func:`import_test_model` trains a tiny XGBoost model on a frame and imports it
+  into a given BentoML home exactly as the pipeline's ``import`` stage does, without
+  touching the BentoML home of the test process itself;
+- :func:`running_server` starts ``bentoml serve service:Tabserve`` on a free port and
+  stops it (its whole process group) afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from tabserve.bundle import Lineage, sha256_file, write_bundle
+from tabserve.schema import FeatureSchema, infer_schema
+
+REPO = Path(__file__).resolve().parents[1]
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+@dataclass(frozen=True)
+class TestModel:
+    """A model imported into a test BentoML home."""
+
+    __test__ = False  # not a test class, despite its name
+
+    tag: str
+    schema: FeatureSchema
+    rows: list[dict[str, Any]]  # feature rows (no target), JSON-ready
+    targets: list[Any]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def json_ready(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Records of ``frame`` with missing values as None."""
+    return [
+        {
+            k: (None if (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v)
+            for k, v in record.items()
+        }
+        for record in frame.to_dict("records")
+    ]
+
+
+def import_test_model(
+    home: Path,
+    frame: pd.DataFrame,
+    target: str,
+    objective: dict[str, Any],
+    tag: str = "tabserve:v1",
+) -> TestModel:
+    """Train a small model on ``frame`` and import it into the BentoML home ``home``."""
+    from bentoml import Tag
+    from bentoml._internal.models.model import ModelStore
+
+    schema = infer_schema(frame, target)
+    features = frame.drop(columns=[target])
+    params = {"max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0, **objective}
+    booster = xgb.train(
+        params,
+        xgb.DMatrix(
+            schema.to_frame(features),
+            label=schema.encode_target(frame[target]),
+            enable_categorical=True,
+        ),
+        20,
+    )
+    rows = json_ready(features)
+    targets = frame[target].tolist()
+    name, version = tag.split(":")
+    model_file = home / f"{name}-{version}.ubj"
+    home.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(model_file))
+    lineage = Lineage(
+        model_name=name,
+        registry_version=version.lstrip("v"),
+        mlflow_run_id=f"run-{version}",
+        data_md5={"train": "0" * 32, "test": "1" * 32},
+        git_commit="deadbeef",
+        params=params,
+        metrics={"accuracy": 0.9},
+        model_sha256=sha256_file(model_file),
+        created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC).isoformat(),
+    )
+    examples = [{**row, target: t} for row, t in zip(rows[:20], targets[:20], strict=True)]
+    import bentoml
+
+    store = ModelStore(str(home / "models"))
+    with bentoml.models.create(Tag(name, version), _model_store=store) as model:
+        write_bundle(
+            model.path, model_file=model_file, schema=schema, lineage=lineage, examples=examples
+        )
+    return TestModel(tag, schema, rows, targets)
+
+
+@contextmanager
+def running_server(env: dict[str, str], log: Path, timeout_s: float = 90) -> Iterator[str]:
+    """``bentoml serve service:Tabserve`` with ``env``; yields its base URL once ready."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [BENTOML, "serve", "service:Tabserve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bentoml serve not ready:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,43 @@
+"""The model card as Markdown (version, metrics, lineage, params)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _code(value: Any) -> str:
+    return f"`{str(value).replace('`', '')}`"
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """Markdown of ``Predictor.card().as_dict()`` (what ``GET /model`` answers)."""
+    lineage = card["lineage"]
+    schema = card["schema"]
+    classes = ", ".join(_code(c) for c in schema["target"]["classes"])
+    metrics = _table(
+        [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in card["metrics"].items()],
+        ("test metric", "value"),
+    )
+    data = ", ".join(f"{split} {_code(md5[:12])}" for split, md5 in lineage["data_md5"].items())
+    origin = _table(
+        [
+            ("model", f"{_code(card['tag'])} (version {_code(card['version'])})"),
+            ("task", f"{card['task']}: {_code(schema['target']['name'])} in {classes}"),
+            ("registry version", _code(lineage["registry_version"])),
+            ("MLflow run", _code(lineage["mlflow_run_id"])),
+            ("git commit", _code(lineage["git_commit"])),
+            ("data (md5)", data),
+            ("model sha256", _code(lineage["model_sha256"][:16] + "…")),
+            ("created", _code(lineage["created_at"])),
+            ("features", str(len(schema["features"]))),
+        ],
+        ("lineage", ""),
+    )
+    params = ", ".join(f"{k}={_code(v)}" for k, v in sorted(card["params"].items()))
+    return f"### Model card\n\n{origin}\n\n{metrics}\n\n**Training params:** {params}\n"

@@ -1,0 +1,153 @@
+"""Mounting the Gradio UI inside the BentoML service at ``/ui``.
+
+BentoML builds its ASGI app when ``service.py`` is imported, but the form needs the
+served model's schema, which is only loaded when a worker starts. So the service
+mounts a small Starlette app whose lifespan (run by BentoML right after the service
+instance is created) builds the Gradio Blocks from the loaded predictor and mounts
+them with Gradio's own :func:`gradio.mount_gradio_app` on a FastAPI host: nothing is
+read or imported at import time, and the Gradio app sees the standard mount it is
+tested with upstream. (BentoML's ``bentoml.gradio.mount_gradio_app`` skips part of
+Gradio's set-up and does not render with every Gradio release.)
+
+Authentication is not done here: :class:`tabserve.auth.AuthMiddleware` answers
+every ``/ui`` request without a valid session before it reaches this app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+from tabserve.auth import UI_PREFIX, is_ui_path
+from tabserve.errors import NotFoundError, NotReadyError
+from tabserve.predictor import Predictor
+from tabserve.settings import Settings
+from tabserve.validation import RequestValidator
+
+logger = logging.getLogger("tabserve.ui")
+
+
+class UIServingState(Protocol):
+    """What the UI needs from the loaded service instance."""
+
+    @property
+    def predictor(self) -> Predictor:
+        """The loaded model."""
+
+    @property
+    def validator(self) -> RequestValidator:
+        """The API's request validator."""
+
+    @property
+    def settings(self) -> Settings:
+        """The worker's settings (limits)."""
+
+
+class _PrefixRoute(BaseRoute):
+    """Routes every path under ``prefix`` to ``app``, leaving the scope untouched."""
+
+    def __init__(self, prefix: str, app: Callable[[Scope, Receive, Send], Any]) -> None:
+        self.prefix = prefix
+        self.app = app
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        # HTTP only: Gradio has no websocket route, and the auth middleware checks HTTP.
+        if scope["type"] == "http" and is_ui_path(scope["path"]):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def build_host(serving: UIServingState) -> Any:
+    """A FastAPI app with the Gradio UI of ``serving``'s model mounted at ``/ui``."""
+    # Gradio reads these when imported: no telemetry, no start-up version check.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from ui.app import UILimits, build_blocks
+
+    settings = serving.settings
+    limits = UILimits(settings.ui_upload_limit_bytes, settings.ui_batch_max_rows)
+    blocks = build_blocks(serving.predictor, serving.validator, limits)
+    blocks.queue(default_concurrency_limit=2)
+    theme = gr.themes.Default(
+        primary_hue="orange",
+        # System fonts: the default theme would fetch Google Fonts from the internet.
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
+    )
+    host = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    gr.mount_gradio_app(
+        host,
+        blocks,
+        path=UI_PREFIX,
+        footer_links=["api", "settings"],
+        run_history=False,
+        max_file_size=limits.max_upload_bytes,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        theme=theme,
+        css=_CSS,
+        show_error=True,
+    )
+    return host
+
+
+_CSS = """
+#ui-header { align-items: center; }
+#ui-header .logout { float: right; font-size: 0.95rem; }
+"""
+
+
+def create_ui_app(state: Callable[[], UIServingState | None]) -> Starlette:
+    """The ASGI app the service mounts at ``/``; it serves ``/ui`` once the model is loaded.
+
+    Args:
+        state: returns the loaded service instance (or None before it is ready).
+    """
+    holder: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        serving = state()
+        if serving is None:
+            logger.error("the UI is not mounted: no loaded service instance")
+            yield
+            return
+        if not serving.settings.ui_enabled:
+            holder["disabled"] = True
+            logger.info("the UI is disabled (TABSERVE_UI_ENABLED=false)")
+            yield
+            return
+        host = build_host(serving)
+        async with host.router.lifespan_context(host):
+            holder["host"] = host
+            logger.info("UI mounted at %s/", UI_PREFIX)
+            try:
+                yield
+            finally:
+                holder.clear()
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        host = holder.get("host")
+        if host is None:
+            if holder.get("disabled"):
+                raise NotFoundError("the UI is disabled on this server (TABSERVE_UI_ENABLED)")
+            raise NotReadyError("the UI is not loaded yet")
+        await host(scope, receive, send)
+
+    return Starlette(routes=[_PrefixRoute(UI_PREFIX, dispatch)], lifespan=lifespan)
