@@ -166,6 +166,14 @@ class NotReadyError(ServiceError):
     default_message = "the service is not ready"
 
 
+class RequestTimeoutError(ServiceError):
+    """The request took longer than the service's timeout (``traffic.timeout``)."""
+
+    status = 504
+    code = "timeout"
+    default_message = "the request took too long and was abandoned; retry, or send fewer rows"
+
+
 _BY_STATUS: dict[int, type[ServiceError]] = {
     400: MalformedRequestError,
     401: UnauthenticatedError,
@@ -177,6 +185,7 @@ _BY_STATUS: dict[int, type[ServiceError]] = {
     422: RequestValidationError,
     429: TooManyRequestsError,
     503: NotReadyError,
+    504: RequestTimeoutError,
 }
 
 

@@ -36,7 +36,7 @@ from tabserve.errors import (
     is_envelope,
 )
 from tabserve.settings import Settings
-from tabserve.validation import ROWS_FIELD, RequestValidator
+from tabserve.validation import RequestValidator
 
 logger = logging.getLogger("tabserve.gateway")
 
@@ -307,8 +307,7 @@ class JsonBodyMiddleware:
         if serving is None:
             raise NotReadyError("the model is not loaded yet")
         body = await _read_body(receive)
-        rows = serving.validator.validate_body(body)
-        clean = json.dumps({ROWS_FIELD: rows}, allow_nan=False).encode("utf-8")
+        clean = serving.validator.normalized_body(body)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length",)] + [
             (b"content-length", str(len(clean)).encode())
         ]

@@ -4,6 +4,12 @@ Used by the BentoML service and, in-process, by the UI. Prediction goes through
 ``Booster.inplace_predict`` (no DMatrix per request; one thread per worker, since
 BentoML scales with worker processes); explanations use ``pred_contribs``,
 which needs a DMatrix.
+
+When every feature is numeric, the model input is a float64 matrix built straight
+from the rows: building a pandas frame (``FeatureSchema.to_frame``) cost about 40
+times more than the prediction itself, per call (see the benchmark notes in the
+README). Schemas with categoricals go through the frame, which carries the
+category encoding.
 """
 
 from __future__ import annotations
@@ -100,6 +106,8 @@ class Predictor:
         self.tag = tag
         self.examples = examples or []
         self.classes: list[Label] = list(schema.target.classes)
+        self._names = schema.feature_names
+        self._numeric_only = all(spec.kind == "numeric" for spec in schema.features)
         self._check_schema()
         # One thread per worker: BentoML scales with processes, and 2+ threads per
         # request only contend with the other workers.
@@ -145,7 +153,25 @@ class Predictor:
         """The model input frame for ``rows`` (schema order and dtypes)."""
         return self.schema.to_frame(rows)
 
-    def _probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+    def _model_input(
+        self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]
+    ) -> np.ndarray | pd.DataFrame:
+        """What the booster reads: a float64 matrix for numeric-only schemas, else the frame.
+
+        The matrix holds exactly what :meth:`frame` would (missing → NaN); a value that
+        ``float()`` cannot take (text, ``pd.NA``) falls back to the frame and its rules.
+        """
+        if self._numeric_only and not isinstance(rows, pd.DataFrame):
+            rows = rows if isinstance(rows, list) else list(rows)
+            names = self._names
+            try:  # numpy turns None into NaN, as the frame does
+                values = np.array([list(map(row.get, names)) for row in rows], dtype=np.float64)
+            except (TypeError, ValueError, AttributeError):
+                return self.frame(rows)
+            return values.reshape(len(rows), len(names))
+        return self.frame(rows)
+
+    def _probabilities(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
         raw = np.asarray(self.booster.inplace_predict(frame), dtype=np.float64)
         if raw.ndim == 1:  # binary:logistic gives P(class 1) only
             raw = np.column_stack([1.0 - raw, raw])
@@ -153,7 +179,7 @@ class Predictor:
 
     def predict_proba(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:
         """Class probabilities, shape ``(n_rows, n_classes)``, columns in class order."""
-        return self._probabilities(self.frame(rows))
+        return self._probabilities(self._model_input(rows))
 
     def predict(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """One ``{"label", "probabilities"}`` object per row."""
@@ -174,11 +200,14 @@ class Predictor:
         ``base_value + sum(contributions) == margin`` of the explained class (the
         log-odds of class 1 for a binary model, of the predicted class otherwise).
         """
-        frame = self.frame(rows)
-        proba = self._probabilities(frame)
-        contribs = self.booster.predict(
-            xgb.DMatrix(frame, enable_categorical=True), pred_contribs=True
+        data = self._model_input(rows)
+        proba = self._probabilities(data)
+        matrix = (
+            xgb.DMatrix(data, feature_names=self._names)
+            if isinstance(data, np.ndarray)
+            else xgb.DMatrix(data, enable_categorical=True)
         )
+        contribs = self.booster.predict(matrix, pred_contribs=True)
         names = self.schema.feature_names
         binary = contribs.ndim == 2
         answers = []

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from tabserve.auth import UI_PREFIX, is_ui_path
 from tabserve.errors import NotFoundError, NotReadyError
+from tabserve.heap import freeze_startup_heap
 from tabserve.predictor import Predictor
 from tabserve.settings import Settings
 from tabserve.validation import RequestValidator
@@ -136,6 +137,7 @@ def create_ui_app(state: Callable[[], UIServingState | None]) -> Starlette:
         host = build_host(serving)
         async with host.router.lifespan_context(host):
             holder["host"] = host
+            freeze_startup_heap()  # Gradio's objects live as long as the worker
             logger.info("UI mounted at %s/", UI_PREFIX)
             try:
                 yield
