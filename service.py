@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from tabserve import bentoml_fixes
 from tabserve.auth import AuthMiddleware
+from tabserve.bundle import BundleIntegrityError
 from tabserve.errors import NotReadyError
 from tabserve.gateway import EnvelopeMiddleware, JsonBodyMiddleware, error_response
 from tabserve.heap import freeze_startup_heap
@@ -38,6 +39,7 @@ from tabserve.settings import (
 from tabserve.validation import RequestValidator
 from ui.mount import create_ui_app
 
+logger = logging.getLogger("tabserve.service")
 # Declared, BentoML's response media type is not derived again from a JSON schema that it
 # rebuilds for every response (5 % of the CPU per request under load).
 Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
@@ -52,12 +54,15 @@ bentoml_fixes.apply()
 
 
 def serving_instance() -> Tabserve | None:
-    """The loaded service instance of this worker, or None before it is ready."""
+    """The loaded service instance of this worker; None before it is ready or if its
+    model was refused (integrity check failed)."""
     try:
         instance = bentoml.get_current_service()
     except BentoMLException:
         return None
-    return instance if isinstance(instance, Tabserve.inner) else None
+    if not isinstance(instance, Tabserve.inner) or instance.refused is not None:
+        return None
+    return instance
 
 
 async def model_card(_: Request) -> JSONResponse:
@@ -86,9 +91,17 @@ class Tabserve:
         logging.getLogger("tabserve").setLevel(self.settings.log_level)
         _ = self.settings.verification_key  # a bad secret stops start-up here
         stored = self.model_ref
-        self.predictor = Predictor.from_bundle(
-            stored.path, version=str(stored.tag.version), tag=str(stored.tag)
-        )
+        self.refused: str | None = None
+        try:
+            self.predictor = Predictor.from_bundle(
+                stored.path, version=str(stored.tag.version), tag=str(stored.tag)
+            )
+        except BundleIntegrityError as exc:
+            # Stay up but never ready (/readyz 503): a crash here would only make BentoML
+            # restart the worker forever, with nothing answering on the port.
+            self.refused = str(exc)
+            logger.error("model %s refused, the service will not become ready: %s", stored, exc)
+            return
         self.validator = RequestValidator(self.predictor.schema, self.settings.max_rows)
         self.metrics = service_metrics()
         lineage = self.predictor.lineage

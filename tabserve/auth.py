@@ -1,8 +1,10 @@
 """JWT issue and verification, the login throttle, and the auth ASGI middleware.
 
 Tokens are short-lived JWTs carrying ``sub``, ``scopes``, ``iss``, ``aud``,
-``exp``, ``iat`` and ``jti``. Verification pins the algorithm (so ``alg: none``
-and algorithm confusion are refused) and requires every one of those claims.
+``exp``, ``iat`` and ``jti``, and a ``kid`` header derived from the key
+(:attr:`Settings.key_id`). Verification pins the algorithm (so ``alg: none`` and
+algorithm confusion are refused), requires the current ``kid`` (a token signed
+before a key rotation is refused as such) and every one of those claims.
 
 :class:`AuthMiddleware` is pure ASGI: BentoML turns exceptions raised in an API
 into its own 401/403 bodies, so the middleware answers auth failures itself,
@@ -37,6 +39,7 @@ import jwt
 from tabserve.errors import (
     ForbiddenError,
     InvalidCredentialsError,
+    MalformedRequestError,
     MethodNotAllowedError,
     NotReadyError,
     RequestValidationError,
@@ -127,7 +130,12 @@ def issue_token(
         "exp": now + ttl,
         "jti": uuid.uuid4().hex,
     }
-    token = jwt.encode(claims, settings.signing_key, algorithm=settings.jwt_algorithm)
+    token = jwt.encode(
+        claims,
+        settings.signing_key,
+        algorithm=settings.jwt_algorithm,
+        headers={"kid": settings.key_id},
+    )
     return token, ttl
 
 
@@ -148,6 +156,9 @@ def verify_token(settings: Settings, token: str, *, audience: str | None = None)
         raise UnauthenticatedError("malformed token") from None
     if header.get("alg") != settings.jwt_algorithm:
         raise UnauthenticatedError("token algorithm not accepted")
+    if header.get("kid") != settings.key_id:
+        # Missing, from a rotated-out key, or pointing anywhere else: never used to find a key.
+        raise UnauthenticatedError("token key id not accepted (sign in again)")
     try:
         payload = jwt.decode(
             token,
@@ -389,7 +400,7 @@ class AuthMiddleware:
                 "the token endpoint takes an OAuth2 form "
                 "(application/x-www-form-urlencoded: username, password)"
             )
-        form = await request.form()
+        form = await _read_form(request)
         fields = {k: form.get(k) for k in ("grant_type", "username", "password", "scope")}
         missing = [k for k in ("username", "password") if not isinstance(fields[k], str)]
         if missing:
@@ -496,7 +507,7 @@ class AuthMiddleware:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/x-www-form-urlencoded":
             raise UnsupportedMediaTypeError("the login form is application/x-www-form-urlencoded")
-        form = await request.form()
+        form = await _read_form(request)
         username, password, csrf = (form.get(k) for k in ("username", "password", "csrf"))
         if not (isinstance(username, str) and isinstance(password, str) and username):
             await _redirect(scope, receive, send, _login_url(scope, "invalid"))
@@ -542,6 +553,19 @@ _PAGE_HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
 }
+
+
+async def _read_form(request: Any) -> Any:
+    """The request's form; a form that cannot be parsed is the client's error (400)."""
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
+
+    try:
+        return await request.form()
+    except HTTPException as exc:  # Starlette's wrapping of MultiPartException
+        raise MalformedRequestError(f"the form cannot be parsed: {exc.detail}") from None
+    except (MultiPartException, ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequestError(f"the form cannot be parsed: {exc}") from None
 
 
 def _wants_page(scope: dict[str, Any]) -> bool:

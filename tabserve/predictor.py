@@ -118,16 +118,21 @@ class Predictor:
         """Load and verify the bundle in ``directory``.
 
         Raises:
-            BundleIntegrityError: for a missing file or a sha256 mismatch.
+            BundleIntegrityError: for a missing file, a sha256 mismatch, or a model or
+                schema file that cannot be read.
             SchemaMismatchError: if booster and schema disagree.
         """
         directory = Path(directory)
         lineage = verify_bundle(directory)
         booster = xgb.Booster()
-        booster.load_model(str(directory / MODEL_FILE))
+        try:
+            booster.load_model(str(directory / MODEL_FILE))
+            schema = read_schema(directory)
+        except (xgb.core.XGBoostError, ValueError, OSError) as exc:
+            raise BundleIntegrityError(f"bundle {directory} cannot be loaded: {exc}") from exc
         return cls(
             booster,
-            read_schema(directory),
+            schema,
             lineage,
             version=version,
             tag=tag,

@@ -8,6 +8,7 @@ missing, short or placeholder secret is an error, never a silent default. In
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
@@ -184,6 +185,17 @@ class Settings(BaseSettings):
             assert self.jwt_public_key_file is not None  # checked by the validator
             return self.jwt_public_key_file.read_text()
         return self.signing_key
+
+    @cached_property
+    def key_id(self) -> str:
+        """The ``kid`` header of issued tokens: identifies the verification key.
+
+        Derived from the key (sha256 of a fixed prefix and the key, first 16 hex digits),
+        so it changes when the key is rotated and tokens signed with an earlier key are
+        refused as such; it reveals nothing usable about an HS256 secret.
+        """
+        digest = hashlib.sha256(b"tabserve-kid\0" + self.verification_key.encode()).hexdigest()
+        return f"{self.jwt_algorithm.lower()}-{digest[:16]}"
 
     def _raw_secret(self) -> str:
         if self.jwt_secret is not None:

@@ -4,8 +4,9 @@ Nothing here names a feature: the Pydantic row model is built from the schema
 that ships with the model, so a model trained on another dataset is validated
 with no code change. Rules:
 
-- numbers must be finite JSON numbers (NaN, Infinity and overflow such as 1e400
-  are refused; strings are not coerced);
+- numbers must be finite JSON numbers within 32-bit float range, which is what
+  XGBoost reads (NaN, Infinity, overflow such as 1e400 and 1e300 are refused;
+  strings are not coerced);
 - a categorical must be one of the schema's categories (numbers are matched by
   their text, so ``1`` matches the category ``"1"``);
 - ``null`` (or leaving the field out) is accepted only for a nullable feature;
@@ -18,6 +19,7 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,6 +33,8 @@ from tabserve.errors import MalformedRequestError, PayloadTooLargeError, Request
 from tabserve.schema import FeatureSchema, FeatureSpec
 
 ROWS_FIELD = "rows"
+# XGBoost reads 32-bit floats: a larger (finite, float64) number would become infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _category_text(value: Any) -> Any:
@@ -49,7 +53,10 @@ def _category_text(value: Any) -> Any:
 def _field_type(spec: FeatureSpec) -> Any:
     """The Pydantic type of one feature."""
     if spec.kind == "numeric":
-        base: Any = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        base: Any = Annotated[
+            float,
+            Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX),
+        ]
     else:
         categories = tuple(spec.categories or ())
         if not categories:
@@ -95,17 +102,27 @@ def build_request_model(schema: FeatureSchema, max_rows: int) -> type[BaseModel]
     )
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (error messages never echo a whole body)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _short_message(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else f"{message[: limit - 1]}…"
+
+
 def _detail(error: dict[str, Any], schema: FeatureSchema) -> dict[str, Any]:
     """One client-facing detail entry for a Pydantic error."""
     loc = list(error["loc"])
-    detail: dict[str, Any] = {"message": error["msg"], "type": error["type"]}
+    detail: dict[str, Any] = {"message": _short_message(error["msg"]), "type": error["type"]}
     if len(loc) >= 2 and loc[0] == ROWS_FIELD and isinstance(loc[1], int):
         detail["row"] = loc[1]
         if len(loc) >= 3:
             field = str(loc[2])
-            detail["field"] = field
+            detail["field"] = _short_message(field, 200)
             if error["type"] == "extra_forbidden":
-                detail["message"] = f"unknown field {field!r}"
+                detail["message"] = f"unknown field {_short(field)}"
             elif error["type"] == "missing":
                 detail["message"] = f"required field {field!r} is missing"
             try:
@@ -116,9 +133,14 @@ def _detail(error: dict[str, Any], schema: FeatureSchema) -> dict[str, Any]:
                 detail["allowed"] = list(spec.categories or [])
                 if error["type"] == "literal_error":
                     detail["message"] = (
-                        f"{field!r}: unknown category {error.get('input')!r}; "
+                        f"{field!r}: unknown category {_short(error.get('input'))}; "
                         f"allowed: {spec.categories}"
                     )
+            elif spec is not None and error["type"] in ("greater_than_equal", "less_than_equal"):
+                detail["message"] = (
+                    f"{field!r} is out of range: the model reads 32-bit floats "
+                    f"(|value| ≤ {FLOAT32_MAX:.4g})"
+                )
             elif spec is not None and error["type"].startswith("finite_number"):
                 detail["message"] = f"{field!r} must be a finite number"
             elif spec is not None and type(error.get("input")) is int:

@@ -195,6 +195,13 @@ def test_token_endpoint_errors(client: TestClient) -> None:
         client.post("/auth/token", data={"username": "alice"}), 422, "validation_error"
     )
     assert error["details"][0]["field"] == "password"
+    # Found by the fuzzer: a multipart form without its boundary was a 500.
+    broken = client.post(
+        "/auth/token",
+        content=b"username=a&password=b",
+        headers={"content-type": "multipart/form-data"},
+    )
+    assert_envelope(broken, 400, "malformed_request")
 
 
 def _forged(settings: Any, **changes: Any) -> str:
@@ -209,7 +216,9 @@ def _forged(settings: Any, **changes: Any) -> str:
         "jti": "x",
         **changes,
     }
-    return jwt.encode(claims, settings.signing_key, algorithm="HS256")
+    return jwt.encode(
+        claims, settings.signing_key, algorithm="HS256", headers={"kid": settings.key_id}
+    )
 
 
 @pytest.mark.parametrize(

@@ -280,19 +280,19 @@ def _claims(settings: Any, **changes: Any) -> dict[str, Any]:
 def test_auth_failures_through_the_real_server(
     server: str, model: Any, settings: Any, token: Any
 ) -> None:
-    key = settings.signing_key
+    key, kid = settings.signing_key, {"kid": settings.key_id}
     now = int(time.time())
     header_none = jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode()
     body_none = jwt.utils.base64url_encode(json.dumps(_claims(settings)).encode()).decode()
     refused = {
         "no token": {},
-        "bad signature": jwt.encode(_claims(settings), "y" * 48, algorithm="HS256"),
+        "bad signature": jwt.encode(_claims(settings), "y" * 48, "HS256", headers=kid),
         "expired": jwt.encode(
-            _claims(settings, exp=now - 300, iat=now - 400), key, algorithm="HS256"
+            _claims(settings, exp=now - 300, iat=now - 400), key, "HS256", headers=kid
         ),
         "alg none": f"{header_none}.{body_none}.",
-        "wrong aud": jwt.encode(_claims(settings, aud="x"), key, algorithm="HS256"),
-        "wrong iss": jwt.encode(_claims(settings, iss="x"), key, algorithm="HS256"),
+        "wrong aud": jwt.encode(_claims(settings, aud="x"), key, "HS256", headers=kid),
+        "wrong iss": jwt.encode(_claims(settings, iss="x"), key, "HS256", headers=kid),
     }
     body = {"rows": model.rows[:1]}
     for name, credential in refused.items():

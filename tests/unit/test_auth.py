@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 
 from tabserve.auth import LoginThrottle, bearer_token, is_open_path, issue_token, verify_token
 from tabserve.errors import TooManyRequestsError, UnauthenticatedError
@@ -54,7 +55,10 @@ def _claims(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 
 def _sign(settings: Settings, claims: dict[str, Any], key: str | None = None) -> str:
-    return jwt.encode(claims, key or settings.signing_key, algorithm="HS256")
+    """HS256 with the current ``kid`` (so only the claim or key under test is wrong)."""
+    return jwt.encode(
+        claims, key or settings.signing_key, algorithm="HS256", headers={"kid": settings.key_id}
+    )
 
 
 def test_issued_token_verifies_with_its_claims(settings: Settings) -> None:
@@ -114,6 +118,13 @@ def _alg_none_token(settings: Settings) -> str:
         (lambda s: _sign(s, _claims(s, iat=int(time.time()) + 3600)), "future"),
         (lambda s: _sign(s, _claims(s, scopes="predict")), "list"),
         (lambda s: "not.a.jwt", "malformed"),
+        (lambda s: jwt.encode(_claims(s), s.signing_key, "HS256"), "key id"),
+        (
+            lambda s: jwt.encode(
+                _claims(s), s.signing_key, "HS256", headers={"kid": "../../dev/null"}
+            ),
+            "key id",
+        ),
     ],
     ids=[
         "bad-signature",
@@ -128,6 +139,8 @@ def _alg_none_token(settings: Settings) -> str:
         "iat-future",
         "scopes-string",
         "garbage",
+        "no-kid",
+        "unknown-kid",
     ],
 )
 def test_untrustworthy_tokens_are_refused(settings: Settings, make: Any, reason: str) -> None:
@@ -135,6 +148,15 @@ def test_untrustworthy_tokens_are_refused(settings: Settings, make: Any, reason:
     with pytest.raises(UnauthenticatedError, match=reason) as info:
         verify_token(settings, token)
     assert token not in info.value.message
+
+
+def test_a_key_rotation_refuses_tokens_of_the_earlier_key(settings: Settings) -> None:
+    old_token, _ = issue_token(settings, "alice", ["predict"])
+    rotated = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48)))
+    assert rotated.key_id != settings.key_id
+    with pytest.raises(UnauthenticatedError, match="key id"):
+        verify_token(rotated, old_token)
+    assert verify_token(rotated, issue_token(rotated, "alice", ["predict"])[0]).sub == "alice"
 
 
 def test_small_clock_skew_is_tolerated(settings: Settings) -> None:

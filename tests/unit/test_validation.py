@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -52,6 +53,18 @@ def test_non_finite_numbers_are_refused(schema: FeatureSchema, value: float) -> 
     (detail,) = _details(schema, {**GOOD, "bill length": value})
     assert detail["field"] == "bill length" and detail["row"] == 0
     assert "finite" in detail["message"]
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, 3.5e38, -3.5e38])
+def test_numbers_beyond_float32_are_refused(schema: FeatureSchema, value: float) -> None:
+    """XGBoost reads float32: a larger finite float64 would reach the model as infinity."""
+    (detail,) = _details(schema, {**GOOD, "bill length": value})
+    assert detail["field"] == "bill length"
+    assert "out of range" in detail["message"] and "32-bit" in detail["message"]
+    body = json.dumps({"rows": [{**GOOD, "bill length": value}]}).encode()
+    with pytest.raises(RequestValidationError):
+        _validator(schema).normalized_body(body)
+    assert _validator(schema).validate({"rows": [{**GOOD, "bill length": 3.4e38}]})
 
 
 def test_nan_literal_in_json_is_refused(schema: FeatureSchema) -> None:
