@@ -1,0 +1,1 @@
+"""Benchmark contenders that are not the tabserve service itself."""

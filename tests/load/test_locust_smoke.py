@@ -1,0 +1,123 @@
+"""A short Locust run against a real ``bentoml serve``: no failures, and batches form.
+
+Locust monkey-patches the stdlib with gevent, so it runs as a subprocess (the same
+``load_tests/locustfile.py`` that ``make loadtest`` and ``make bench`` use): 16 users
+log in through ``/auth/token`` and send single rows, batches and explanations built
+from the model bundle's schema and sample rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from load_tests.payloads import bundle_dir, load_rows, write_rows
+from tests.support import REPO, import_test_model, running_server
+
+pytestmark = pytest.mark.slow
+
+LOCUST = str(Path(sys.executable).with_name("locust"))
+USERS = 16
+SECONDS = 12
+
+
+def _predict_calls(url: str) -> tuple[float, float]:
+    """(model calls, rows) of ``/predict`` from the ``tabserve_batch_rows`` histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    calls = rows = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        if family.name != "tabserve_batch_rows":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("endpoint") == "predict":
+                if sample.name.endswith("_count"):
+                    calls += sample.value
+                elif sample.name.endswith("_sum"):
+                    rows += sample.value
+    return calls, rows
+
+
+def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher
+    from sklearn.datasets import load_breast_cancer
+
+    from tabserve.users import UserStore
+
+    home = tmp_path / "bentoml"
+    model = import_test_model(
+        home, load_breast_cancer(as_frame=True).frame, "target", {"objective": "binary:logistic"}
+    )
+    password = secrets.token_urlsafe(12)
+    users_file = tmp_path / "users.json"
+    # A cheap argon2 profile: 16 logins at once are not what this test is about.
+    cheap = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+    UserStore(users_file, hasher=cheap).add("loadtest", password, "predict,explain")
+    rows_file = write_rows(load_rows(bundle_dir(home, model.tag)), tmp_path / "rows.json")
+
+    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env = {
+        **base,
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "TABSERVE_ENV": "development",
+        "TABSERVE_JWT_SECRET": secrets.token_urlsafe(48),
+        "TABSERVE_USERS_FILE": str(users_file),
+        "TABSERVE_LOCAL_DIR": str(tmp_path / "local"),
+        "TABSERVE_MODEL_TAG": model.tag,
+    }
+    with running_server(env, tmp_path / "serve.log") as url:
+        calls_before, _ = _predict_calls(url)
+        result = subprocess.run(
+            [
+                LOCUST,
+                "-f",
+                str(REPO / "load_tests" / "locustfile.py"),
+                "--headless",
+                "--host",
+                url,
+                "-u",
+                str(USERS),
+                "-r",
+                str(USERS),
+                "-t",
+                f"{SECONDS}s",
+                "--stop-timeout",
+                "5",
+                "--csv",
+                str(tmp_path / "smoke"),
+                "--only-summary",
+            ],
+            cwd=REPO,
+            env={
+                **base,
+                "TABSERVE_LOAD_ROWS": str(rows_file),
+                "TABSERVE_LOAD_USER": "loadtest",
+                "TABSERVE_LOAD_PASSWORD": password,
+            },
+            capture_output=True,
+            text=True,
+            timeout=SECONDS + 60,
+        )
+        calls_after, _ = _predict_calls(url)
+
+    stats = {row["Name"]: row for row in csv.DictReader((tmp_path / "smoke_stats.csv").open())}
+    assert result.returncode == 0, result.stderr[-2000:]
+    total = stats["Aggregated"]
+    assert int(total["Failure Count"]) == 0, (tmp_path / "smoke_failures.csv").read_text()
+    assert int(stats["login"]["Request Count"]) == USERS
+    for name in ("predict 1 row", "predict batch", "explain 1 row"):
+        assert int(stats[name]["Request Count"]) > 0, name
+    predict_requests = int(stats["predict 1 row"]["Request Count"]) + int(
+        stats["predict batch"]["Request Count"]
+    )
+    calls = calls_after - calls_before
+    # Adaptive batching merged concurrent requests: fewer model calls than requests.
+    assert 0 < calls < predict_requests, (calls, predict_requests)
