@@ -5,8 +5,19 @@ SHELL := /bin/bash
 PORT ?= 3000
 HOST ?= 0.0.0.0
 MODEL ?= tabserve
+MODEL_TAG ?= $(MODEL):latest
+COMMA := ,
 IMAGE ?= tabserve:latest
 PYTEST_ARGS ?=
+# make loadtest: a running service at URL, USERS for DURATION; SHAPE=step|ramp for a load shape.
+URL ?= http://localhost:$(PORT)
+USERS ?= 32
+SPAWN_RATE ?= 8
+DURATION ?= 60s
+SHAPE ?=
+LOAD_RESULTS := load_tests/results
+# make bench: extra arguments of `python -m load_tests.bench` (e.g. BENCH_ARGS=--quick).
+BENCH_ARGS ?=
 
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
@@ -50,6 +61,10 @@ system-deps: ## Debian packages the tests use, if missing: chromium (UI test), p
 .PHONY: train
 train: setup ## Run the DVC pipeline (ingest → … → import into the BentoML store)
 	$(BIN)/dvc repro
+
+.PHONY: data-verify
+data-verify: setup ## Re-hash the DVC cache; list corrupt objects (then: dvc pull)
+	$(BIN)/python -m training.verify_cache
 
 .PHONY: model
 model: setup ## Train only if the BentoML store has no model yet
@@ -98,6 +113,20 @@ push: setup ## Push DVC-tracked data and models to the DVC remote (local folder 
 .PHONY: mlflow-ui
 mlflow-ui: setup ## Browse runs and the model registry (embedded SQLite store) on port 5000
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" --port 5000
+
+.PHONY: loadtest
+loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DURATION, SHAPE=step|ramp)
+	@mkdir -p $(LOAD_RESULTS)
+	$(BIN)/python -m load_tests.payloads --bentoml-home $(BENTOML_HOME) --model-tag $(MODEL_TAG) --out $(LOAD_RESULTS)/rows.json
+	TABSERVE_LOAD_ROWS=$(LOAD_RESULTS)/rows.json $(BIN)/locust \
+		-f load_tests/locustfile.py$(if $(SHAPE),$(COMMA)load_tests/shapes/$(SHAPE).py) \
+		--headless --host $(URL) $(if $(SHAPE),,-u $(USERS) -r $(SPAWN_RATE) -t $(DURATION)) \
+		--csv $(LOAD_RESULTS)/loadtest --html $(LOAD_RESULTS)/loadtest.html --only-summary
+	@echo ">> stats: $(LOAD_RESULTS)/loadtest_stats.csv, report: $(LOAD_RESULTS)/loadtest.html"
+
+.PHONY: bench
+bench: model ## Benchmark: the same Locust load on tabserve and 4 baselines → load_tests/results/report.md
+	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
 .PHONY: lint
 lint: setup ## Ruff (lint + format check) and mypy on tabserve/

@@ -3,8 +3,8 @@
 - :func:`import_test_model` trains a tiny XGBoost model on a frame and imports it
   into a given BentoML home exactly as the pipeline's ``import`` stage does, without
   touching the BentoML home of the test process itself;
-- :func:`running_server` starts ``bentoml serve service:Tabserve`` on a free port and
-  stops it (its whole process group) afterwards.
+- :func:`serving` / :func:`running_server` start ``bentoml serve service:Tabserve``
+  on a free port and stop it (its whole process group) afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,13 +115,42 @@ def import_test_model(
     return TestModel(tag, schema, rows, targets)
 
 
+@dataclass(frozen=True)
+class Served:
+    """A ``bentoml serve`` process started by :func:`serving`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
 @contextmanager
-def running_server(env: dict[str, str], log: Path, timeout_s: float = 90) -> Iterator[str]:
-    """``bentoml serve service:Tabserve`` with ``env``; yields its base URL once ready."""
+def serving(
+    env: dict[str, str],
+    log: Path,
+    *,
+    args: tuple[str, ...] = (),
+    wait_for: str = "/readyz",
+    timeout_s: float = 90,
+) -> Iterator[Served]:
+    """``bentoml serve service:Tabserve`` with ``env`` (and extra CLI ``args``).
+
+    Yields once ``wait_for`` answers 200 (``/livez`` for a server that must come up
+    without becoming ready); stops the whole process group afterwards.
+    """
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [BENTOML, "serve", "service:Tabserve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                BENTOML,
+                "serve",
+                "service:Tabserve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *list(args),
+            ],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -135,18 +164,31 @@ def running_server(env: dict[str, str], log: Path, timeout_s: float = 90) -> Ite
             if process.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}{wait_for}", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve not ready:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"bentoml serve: no 200 on {wait_for}:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.3)
-        yield url
+        yield Served(url, process, log)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        else:  # the main process is gone; its workers may not be
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def running_server(env: dict[str, str], log: Path, timeout_s: float = 90) -> Iterator[str]:
+    """``bentoml serve service:Tabserve`` with ``env``; yields its base URL once ready."""
+    with serving(env, log, timeout_s=timeout_s) as served:
+        yield served.url

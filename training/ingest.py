@@ -77,12 +77,45 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def check_dvc_record(path: Path) -> None:
+    """If ``path`` is tracked by a ``<path>.dvc`` file, its content must match that record.
+
+    DVC does not re-hash its cache on checkout, so a corrupted cache object reaches the
+    workspace unnoticed; ``dvc repro`` would then treat it as an intended edit.
+
+    Raises:
+        DataError: the file's md5 is not the one its ``.dvc`` file records.
+    """
+    record = path.with_name(path.name + ".dvc")
+    if not record.is_file():
+        return
+    import yaml
+
+    from training.verify_cache import _md5
+
+    outs = (yaml.safe_load(record.read_text()) or {}).get("outs") or [{}]
+    expected = outs[0].get("md5")
+    if expected is None:
+        return
+    actual = _md5(path)
+    if actual != expected:
+        raise DataError(
+            f"data source {path} does not match its DVC record {record.name} (md5 {actual}, "
+            f"recorded {expected}): the DVC cache or the file is corrupt. To restore it: "
+            "`python -m training.verify_cache --remove`, delete the file, `dvc pull`; "
+            "or `dvc add` it if the change is intended"
+        )
+
+
 def ingest(source: str, root: Path) -> pd.DataFrame:
     """Load ``source`` (embedded name or file path relative to ``root``) as a frame."""
     if source in EMBEDDED:
         return load_embedded(source)
     path = Path(source)
-    return read_table(path if path.is_absolute() else root / path)
+    path = path if path.is_absolute() else root / path
+    if path.is_file():
+        check_dvc_record(path)
+    return read_table(path)
 
 
 def main(argv: list[str] | None = None) -> int:
