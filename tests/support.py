@@ -115,6 +115,28 @@ def import_test_model(
     return TestModel(tag, schema, rows, targets)
 
 
+def rsa_keys(directory: Path) -> tuple[Path, Path]:
+    """A fresh RSA key pair as PEM files: (private, public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = directory / "jwt_private.pem", directory / "jwt_public.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
 @dataclass(frozen=True)
 class Served:
     """A ``bentoml serve`` process started by :func:`serving`."""

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import TestModel, free_port, import_test_model, running_server
+from tests.support import TestModel, free_port, import_test_model, rsa_keys, running_server
 
 PASSWORD = "hardening suite password"
 
@@ -43,28 +43,6 @@ class Target:
 
     def auth(self, scopes: str = "predict,explain") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(scopes)}"}
-
-
-def rsa_keys(directory: Path) -> tuple[Path, Path]:
-    """A fresh RSA key pair as PEM files: (private, public)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private, public = directory / "jwt_private.pem", directory / "jwt_public.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
 
 
 def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:

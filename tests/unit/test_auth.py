@@ -13,13 +13,12 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from tabserve.auth import LoginThrottle, bearer_token, is_open_path, issue_token, verify_token
 from tabserve.errors import TooManyRequestsError, UnauthenticatedError
 from tabserve.settings import Settings
+from tests.support import rsa_keys
 
 
 @pytest.fixture
@@ -166,21 +165,7 @@ def test_small_clock_skew_is_tolerated(settings: Settings) -> None:
 
 
 def test_rs256_with_key_files(tmp_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = tmp_path / "private.pem"
-    public = tmp_path / "public.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    private, public = rsa_keys(tmp_path)
     settings = Settings(
         jwt_algorithm="RS256", jwt_private_key_file=private, jwt_public_key_file=public
     )
