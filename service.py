@@ -116,8 +116,9 @@ class Tabserve:
         return self.predictor.version
 
     def __is_ready__(self) -> bool:
-        """Ready once the model is loaded and its schema checked (done in ``__init__``)."""
-        return self.predictor is not None and self.validator is not None
+        """Ready once the model is loaded and its schema checked (done in ``__init__``);
+        never with a refused model."""
+        return self.refused is None and getattr(self, "validator", None) is not None
 
     @bentoml.api(
         batchable=True,
