@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,17 +17,10 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from tests.service.conftest import REPO, TEST_PASSWORD
+from tests.service.conftest import TEST_PASSWORD
+from tests.support import serving
 
 pytestmark = pytest.mark.slow
-
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _server_env(test_env: dict[str, str], **overrides: str) -> dict[str, str]:
@@ -56,39 +45,9 @@ def running(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     """A running ``bentoml serve service:Tabserve``."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [BENTOML, "serve", "service:Tabserve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=_server_env(test_env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"bentoml serve not ready in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield Server(url, log)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with serving(_server_env(test_env), log) as served:
+        yield Server(served.url, log)
 
 
 @pytest.fixture(scope="module")
