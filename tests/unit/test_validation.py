@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from tabserve.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
-from tabserve.schema import FeatureSchema, FeatureSpec, TargetSpec
+from tabserve.schema import FeatureSchema
 from tabserve.validation import RequestValidator
+from tests.unit.test_validation_fast_path import MIXED as MIXED_SCHEMA
 
 GOOD = {"bill length": 41.5, "mass": 3900, "island": "Dream", "grade": "2"}
 
@@ -17,17 +18,7 @@ GOOD = {"bill length": 41.5, "mass": 3900, "island": "Dream", "grade": "2"}
 @pytest.fixture
 def schema() -> FeatureSchema:
     """A small schema with every kind of feature."""
-    return FeatureSchema(
-        features=[
-            FeatureSpec(name="bill length", kind="numeric", min=30, max=60, median=44),
-            FeatureSpec(name="mass", kind="numeric", integer=True, nullable=True, median=4000),
-            FeatureSpec(
-                name="island", kind="categorical", categories=["Biscoe", "Dream"], mode="Biscoe"
-            ),
-            FeatureSpec(name="grade", kind="categorical", categories=["1", "2"], nullable=True),
-        ],
-        target=TargetSpec(name="species", classes=["a", "b", "c"]),
-    )
+    return MIXED_SCHEMA
 
 
 def _validator(schema: FeatureSchema, max_rows: int = 5) -> RequestValidator:
