@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline.conftest import pipeline_env, run
-from tests.service.test_server import _free_port
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def postgres() -> Iterator[str]:
         capture_output=True,
         timeout=120,
     )
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         _as_postgres(
             [

@@ -24,7 +24,7 @@ import pytest
 import xgboost as xgb
 
 from tests.service.conftest import REPO, TEST_PASSWORD
-from tests.service.test_server import _free_port
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +147,7 @@ def test_bento_serves_from_a_fresh_virtualenv(
     )
     assert probe.returncode != 0
 
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": f"{venv / 'bin'}{os.pathsep}/usr/bin:/bin",
         "HOME": str(work),
