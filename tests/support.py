@@ -198,15 +198,20 @@ def serving(
         yield Served(url, process, log)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, timeout=15)
         else:  # the main process is gone; its workers may not be
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a process group, then SIGKILL it if it is not gone after ``timeout`` s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -24,7 +23,7 @@ import pytest
 import xgboost as xgb
 
 from tests.service.conftest import REPO, TEST_PASSWORD
-from tests.support import free_port
+from tests.support import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -205,9 +204,4 @@ def test_bento_serves_from_a_fresh_virtualenv(
         np.testing.assert_allclose(got, expected.astype(np.float64), rtol=1e-6)
         assert httpx.post(f"{url}/predict", json={"rows": rows}).status_code == 401
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, timeout=20)
