@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 
 from load_tests.payloads import bundle_dir, load_rows, write_rows
+from load_tests.scrape import Batches, batches
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -90,6 +91,14 @@ class RunResult:
     cpu_ms_per_request: float | None = None
     mean_batch_rows: float | None = None
     error: str = ""
+
+
+def scraped(url: str) -> Batches | None:
+    """The service's batch totals so far, or None when ``/metrics`` does not answer."""
+    try:
+        return batches(url)
+    except httpx.HTTPError:
+        return None
 
 
 def free_port() -> int:
@@ -274,26 +283,6 @@ class CpuSampler:
         return self.samples[-1][1] - start
 
 
-def batch_rows(url: str) -> tuple[float, float]:
-    """(rows, model calls) of ``/predict`` so far, from the ``tabserve_batch_rows`` histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = count = 0.0
-    with contextlib.suppress(httpx.HTTPError):
-        text = httpx.get(f"{url}/metrics", timeout=5).text
-        for family in text_string_to_metric_families(text):
-            if family.name != "tabserve_batch_rows":
-                continue
-            for sample in family.samples:
-                if sample.labels.get("endpoint") != "predict":
-                    continue
-                if sample.name.endswith("_sum"):
-                    total += sample.value
-                elif sample.name.endswith("_count"):
-                    count += sample.value
-    return total, count
-
-
 def read_stats(path: Path, result: RunResult) -> None:
     """Fill ``result`` from Locust's ``*_stats.csv`` (the Aggregated row for percentiles)."""
     with path.open() as handle:
@@ -468,7 +457,7 @@ def bench_contender(
         ) as process:
             for users in users_levels:
                 result = RunResult(contender.name, users)
-                rows_before, calls_before = batch_rows(url) if contender.has_metrics else (0.0, 0.0)
+                before = scraped(url) if contender.has_metrics else None
                 out = runs / f"{contender.name}_u{users}"
                 marker = out.with_suffix(".reset")
                 marker.unlink(missing_ok=True)
@@ -495,12 +484,11 @@ def bench_contender(
                     if marker.exists() and result.requests:
                         used = cpu.used_since(float(marker.read_text()))
                         result.cpu_ms_per_request = 1000 * used / result.requests
-                if contender.has_metrics:
-                    rows_after, calls_after = batch_rows(url)
-                    if calls_after > calls_before:
-                        result.mean_batch_rows = (rows_after - rows_before) / (
-                            calls_after - calls_before
-                        )
+                after = scraped(url) if before is not None else None
+                if before is not None and after is not None:
+                    formed = after - before
+                    if formed.calls > 0:
+                        result.mean_batch_rows = formed.rows / formed.calls
                 print(
                     f"   {users:>3} users: {result.rps:7.1f} req/s  p50 {result.p50:5.0f} ms  "
                     f"p95 {result.p95:5.0f} ms  p99 {result.p99:5.0f} ms  "

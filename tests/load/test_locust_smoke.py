@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from load_tests.payloads import bundle_dir, load_rows, write_rows
+from load_tests.scrape import batches
 from tests.support import REPO, import_test_model, running_server
 
 pytestmark = pytest.mark.slow
@@ -26,23 +26,6 @@ pytestmark = pytest.mark.slow
 LOCUST = str(Path(sys.executable).with_name("locust"))
 USERS = 16
 SECONDS = 12
-
-
-def _predict_calls(url: str) -> tuple[float, float]:
-    """(model calls, rows) of ``/predict`` from the ``tabserve_batch_rows`` histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    calls = rows = 0.0
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        if family.name != "tabserve_batch_rows":
-            continue
-        for sample in family.samples:
-            if sample.labels.get("endpoint") == "predict":
-                if sample.name.endswith("_count"):
-                    calls += sample.value
-                elif sample.name.endswith("_sum"):
-                    rows += sample.value
-    return calls, rows
 
 
 def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> None:
@@ -74,7 +57,7 @@ def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> N
         "TABSERVE_MODEL_TAG": model.tag,
     }
     with running_server(env, tmp_path / "serve.log") as url:
-        calls_before, _ = _predict_calls(url)
+        before = batches(url)
         result = subprocess.run(
             [
                 LOCUST,
@@ -106,7 +89,7 @@ def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> N
             text=True,
             timeout=SECONDS + 60,
         )
-        calls_after, _ = _predict_calls(url)
+        formed = batches(url) - before
 
     stats = {row["Name"]: row for row in csv.DictReader((tmp_path / "smoke_stats.csv").open())}
     assert result.returncode == 0, result.stderr[-2000:]
@@ -118,6 +101,6 @@ def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> N
     predict_requests = int(stats["predict 1 row"]["Request Count"]) + int(
         stats["predict batch"]["Request Count"]
     )
-    calls = calls_after - calls_before
+    calls = formed.calls
     # Adaptive batching merged concurrent requests: fewer model calls than requests.
     assert 0 < calls < predict_requests, (calls, predict_requests)

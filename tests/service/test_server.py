@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from load_tests.scrape import batches
 from tests.service.conftest import TEST_PASSWORD
 from tests.support import serving
 
@@ -76,27 +77,6 @@ def _expected(model: Any, rows: list[dict[str, Any]]) -> list[float]:
     return [float(p) for p in raw.astype(np.float64)]
 
 
-def _batch_rows(url: str) -> tuple[float, float]:
-    """(model calls, calls with exactly one row) of /predict, from /metrics."""
-    # Imported here: prometheus_client must first be imported after conftest has set
-    # PROMETHEUS_MULTIPROC_DIR, or the in-process app's /metrics reads nothing.
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{url}/metrics").text
-    count = single = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "tabserve_batch_rows":
-            continue
-        for sample in family.samples:
-            if sample.labels.get("endpoint") != "predict":
-                continue
-            if sample.name.endswith("_count"):
-                count += sample.value
-            elif sample.name.endswith("_bucket") and sample.labels["le"] == "1.0":
-                single += sample.value
-    return count, single
-
-
 def test_predictions_equal_the_models_own_output(
     server: str, model: Any, access_token: str
 ) -> None:
@@ -152,7 +132,7 @@ def test_burst_of_single_rows_batches_and_answers_each_caller(
     expected = _expected(model, rows)
     for row in model.rows[:5]:  # let the dispatcher finish its warm-up
         httpx.post(f"{server}/predict", json={"rows": [row]}, headers=headers)
-    calls_before, singles_before = _batch_rows(server)
+    before = batches(server)
 
     async def burst() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=64)
@@ -168,10 +148,9 @@ def test_burst_of_single_rows_batches_and_answers_each_caller(
     got = [r.json()[0]["probabilities"]["1"] for r in responses]
     assert got == expected  # every caller got its own row's answer
 
-    calls_after, singles_after = _batch_rows(server)
-    calls, singles = calls_after - calls_before, singles_after - singles_before
-    assert calls < 64, "no batch merged two requests"
-    assert singles < calls, "every model call had a single row"
+    formed = batches(server) - before
+    assert formed.calls < 64, "no batch merged two requests"
+    assert formed.single < formed.calls, "every model call had a single row"
 
 
 def test_errors_use_the_envelope_through_the_real_server(
