@@ -12,7 +12,7 @@ collections grew to 250 ms and stalled the event loop, putting p95/p99 latency a
 
 :func:`apply` replaces that ``__call__`` with the same logic plus the missing
 ``handle.cancel()``. A timed-out request also gets the one JSON envelope (504,
-``timeout``) instead of BentoML's own body. ``tests/service/test_bentoml_fixes.py``
+``timeout``) instead of BentoML's own body. ``tests/unit/test_bentoml_fixes.py``
 checks that finished requests leave no timer behind, and fails if BentoML changes the
 method this replaces (then check whether the fix is still needed).
 """

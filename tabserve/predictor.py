@@ -213,7 +213,7 @@ class Predictor:
             else xgb.DMatrix(data, enable_categorical=True)
         )
         contribs = self.booster.predict(matrix, pred_contribs=True)
-        names = self.schema.feature_names
+        names = self._names
         binary = contribs.ndim == 2
         answers = []
         for i, p in enumerate(proba):

@@ -171,7 +171,7 @@ def serving(
                 "127.0.0.1",
                 "--port",
                 str(port),
-                *list(args),
+                *args,
             ],
             cwd=REPO,
             env=env,
