@@ -31,7 +31,8 @@ from tabserve.metrics import service_metrics
 from tabserve.openapi import OpenAPIMiddleware
 from tabserve.predictor import Predictor
 from tabserve.settings import (
-    fail_fast_in_production,
+    SettingsError,
+    check_startup,
     load_batching_settings,
     load_settings,
     model_tag_from_env,
@@ -45,9 +46,14 @@ logger = logging.getLogger("tabserve.service")
 Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
 # BentoML fixes the batching knobs in the decorator, so they are read here (env only).
 BATCHING = load_batching_settings()
-# BentoML's supervisor restarts a worker whose start-up fails, forever; in production a
-# missing or short secret must stop `bentoml serve` itself, so it is checked on import.
-fail_fast_in_production()
+# BentoML's supervisor restarts a worker whose start-up fails, forever: a missing, short,
+# unreadable or invalid secret or users file must stop `bentoml serve` itself, so it is
+# checked on import, with the fix in the message and no stack trace.
+try:
+    for _warning in check_startup():
+        logger.warning("%s", _warning)
+except SettingsError as _error:
+    raise SystemExit(f"tabserve cannot start: {_error}") from None
 # BentoML's request timeout keeps every finished request in memory for the whole
 # timeout; the fix must be in place before BentoML builds the app (tabserve/bentoml_fixes.py).
 bentoml_fixes.apply()

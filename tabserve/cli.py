@@ -9,6 +9,7 @@ Examples::
     tabserve token --sub ci --scopes predict               # prints a signed JWT
     tabserve init-local                                    # local secret + demo user
     tabserve check                                         # can the service start?
+    tabserve serve --port 3000                             # bentoml serve, with our settings
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tabserve.settings import (
     DEMO_PASSWORD_FILE_NAME,
     Settings,
     SettingsError,
+    check_startup,
     load_settings,
 )
 from tabserve.users import UserError, UserStore, parse_scopes
@@ -111,7 +113,6 @@ def init_local(settings: Settings, base_url: str = "http://localhost:3000") -> l
     if store.get(DEMO_USER) is None:
         password = secrets.token_urlsafe(12)
         store.add(DEMO_USER, password, DEMO_SCOPES)
-        os.chmod(store.path, 0o600)
         _write_private(password_file, password + "\n")
         messages.append(f"created user {DEMO_USER!r} in {store.path}")
     if password_file.exists():
@@ -146,6 +147,7 @@ def check_serving(settings: Settings) -> list[str]:
     from tabserve.predictor import Predictor
 
     _ = settings.verification_key
+    warnings = [f"warning: {w}" for w in check_startup(settings)]
     try:
         import bentoml
         from bentoml.exceptions import NotFound
@@ -163,9 +165,10 @@ def check_serving(settings: Settings) -> list[str]:
         raise SettingsError(f"model {stored.tag} cannot be served: {exc}") from None
     lineage = predictor.lineage
     return [
+        *warnings,
         f"ok: serving {stored.tag} (registry version {lineage.registry_version}, "
         f"run {lineage.mlflow_run_id}, {len(predictor.schema.features)} features, "
-        f"classes {predictor.classes})"
+        f"classes {predictor.classes})",
     ]
 
 
@@ -173,6 +176,34 @@ def _check(settings: Settings, _: argparse.Namespace) -> int:
     for line in check_serving(settings):
         print(line)
     return 0
+
+
+def serve_argv(settings: Settings, target: str, host: str, port: int) -> list[str]:
+    """The ``bentoml serve`` command line for ``target`` with the service's settings.
+
+    One place for how tabserve is served (``make serve``, the image's entrypoint): the
+    graceful-shutdown timeout comes from ``TABSERVE_SHUTDOWN_GRACE_S``.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        target,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--timeout-graceful-shutdown",
+        str(settings.shutdown_grace_s),
+    ]
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    argv = serve_argv(settings, args.target, args.host, args.port)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # BentoML's server replaces this process: signals reach it
+    return 0  # pragma: no cover (exec does not return)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,8 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(handler=_init_local)
 
     commands.add_parser(
-        "check", help="check that the service can start (key, model present and intact)"
+        "check",
+        help="check that the service can start (key, users file, model present and intact)",
     ).set_defaults(handler=_check)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run `bentoml serve` with the service's settings (graceful shutdown timeout)",
+    )
+    serve.add_argument(
+        "--target",
+        default="service:Tabserve",
+        help="what to serve: the service import path or a bento's path (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--host", default=os.environ.get("BENTOML_HOST", "0.0.0.0"), help="bind address"
+    )
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("BENTOML_PORT", "3000")), help="port"
+    )
+    serve.set_defaults(handler=_serve)
     return parser
 
 

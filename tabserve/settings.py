@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         ui_max_upload_bytes: largest CSV the batch tab accepts (also capped by
             ``max_body_bytes``, see :attr:`ui_upload_limit_bytes`).
         ui_batch_max_rows: most rows the batch tab scores in one file.
+        shutdown_grace_s: on SIGTERM, how long requests in flight may take to finish
+            before the server stops (``bentoml serve --timeout-graceful-shutdown``); keep
+            it below the orchestrator's kill timeout (Kubernetes: 30 s by default).
     """
 
     model_config = SettingsConfigDict(env_prefix="TABSERVE_", extra="ignore")
@@ -126,6 +129,8 @@ class Settings(BaseSettings):
     ui_cookie_secure: bool | None = None
     ui_max_upload_bytes: int = Field(default=960 * 1024, ge=1024, le=1 << 30)
     ui_batch_max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    shutdown_grace_s: int = Field(default=20, ge=1, le=3600)
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:
@@ -175,7 +180,7 @@ class Settings(BaseSettings):
         if self.jwt_algorithm == "RS256":
             if self.jwt_private_key_file is None:
                 raise SettingsError("issuing RS256 tokens needs TABSERVE_JWT_PRIVATE_KEY_FILE")
-            return self.jwt_private_key_file.read_text()
+            return read_private_file(self.jwt_private_key_file, "TABSERVE_JWT_PRIVATE_KEY_FILE")
         return check_secret(self._raw_secret())
 
     @cached_property
@@ -183,7 +188,7 @@ class Settings(BaseSettings):
         """The key tokens are verified with (HS256 secret or RS256 public key PEM)."""
         if self.jwt_algorithm == "RS256":
             assert self.jwt_public_key_file is not None  # checked by the validator
-            return self.jwt_public_key_file.read_text()
+            return read_private_file(self.jwt_public_key_file, "TABSERVE_JWT_PUBLIC_KEY_FILE")
         return self.signing_key
 
     @cached_property
@@ -208,10 +213,12 @@ class Settings(BaseSettings):
                 "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
         path = self.secret_file
-        if not path.is_file():
-            hint = "" if explicit else " (run `tabserve init-local` to create a local one)"
-            raise SettingsError(f"no JWT secret: {path} does not exist{hint}")
-        return path.read_text().strip()
+        if not explicit and not path.is_file():
+            raise SettingsError(
+                f"no JWT secret: {path} does not exist "
+                "(run `tabserve init-local` to create a local one)"
+            )
+        return read_private_file(path, "TABSERVE_JWT_SECRET_FILE").strip()
 
 
 def check_secret(secret: str) -> str:
@@ -260,15 +267,61 @@ def model_tag_from_env() -> str:
     return os.environ.get("TABSERVE_MODEL_TAG", "tabserve:latest")
 
 
-def fail_fast_in_production() -> None:
-    """With ``TABSERVE_ENV=production``, check the settings and the JWT key now.
-
-    Does nothing in development (``bentoml build`` and tests import the service
-    without secrets).
+def read_private_file(path: Path, variable: str) -> str:
+    """The text of a key or secret file, or a :class:`SettingsError` naming it and the fix.
 
     Raises:
-        SettingsError: naming the variable to fix.
+        SettingsError: the file is missing, unreadable by this process, or not text.
     """
-    if os.environ.get("TABSERVE_ENV", "development") != "production":
-        return
-    _ = load_settings().verification_key
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"{variable}: {path} does not exist") from None
+    except PermissionError:
+        raise SettingsError(
+            f"{variable}: {path} is not readable by this process (uid {os.getuid()}, "
+            f"gid {os.getgid()}, groups {sorted(os.getgroups())}): {UNREADABLE_FIX}"
+        ) from None
+    except IsADirectoryError:
+        raise SettingsError(f"{variable}: {path} is a directory, not a file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{variable}: {path} cannot be read: {exc}") from None
+
+
+# How to make a mounted secret readable by the service; the README's image section says more.
+UNREADABLE_FIX = (
+    "give the service's user or group read access, e.g. mode 0640 and, in a container, "
+    '`--group-add "$(stat -c %g FILE)"` (Kubernetes: a Secret volume with defaultMode 0440 '
+    "and the pod's fsGroup)"
+)
+
+
+def check_startup(settings: Settings | None = None) -> list[str]:
+    """Everything a server needs before it may start: settings, key, users file.
+
+    In production every piece must be usable: a missing, unreadable or invalid secret,
+    key or users file is an error. In development the key falls back to the local file
+    (``tabserve init-local``) and a users file that does not exist yet only means that
+    nobody can log in (the returned warnings say so); a file that exists must be usable.
+
+    Returns:
+        Warnings worth logging.
+
+    Raises:
+        SettingsError: naming the variable or file at fault and the fix.
+    """
+    from tabserve.users import check_users_file
+
+    settings = settings or load_settings()
+    production = settings.env == "production"
+    explicit_key = settings.jwt_secret is not None or settings.jwt_secret_file is not None
+    if production or explicit_key or settings.jwt_algorithm == "RS256":
+        _ = settings.verification_key
+    users = settings.resolved_users_file
+    if not production and not users.exists():
+        return [
+            f"the users file {users} does not exist: nobody can log in "
+            "(create users with `tabserve users add NAME --scopes predict`)"
+        ]
+    check_users_file(users)
+    return []

@@ -1,6 +1,7 @@
 """The users file: user names, argon2id password hashes and granted scopes.
 
-Layout (JSON, written with mode 600)::
+Layout (JSON, written with mode 640: the owner's group may read it, so that a container
+given that group, ``--group-add``, can read a read-only mount of it; nobody else can)::
 
     {"users": {"alice": {"password_hash": "$argon2id$...", "scopes": ["predict"]}}}
 
@@ -18,15 +19,20 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tabserve.settings import SCOPES
+from tabserve.settings import SCOPES, SettingsError, read_private_file
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+USERS_FILE_MODE = 0o640
 
 
 class UserError(ValueError):
     """A user operation that cannot be done (bad name, unknown scope, no such user)."""
+
+
+class UsersFileError(SettingsError):
+    """The users file cannot be used (missing, unreadable or invalid); the message says why."""
 
 
 class UserRecord(BaseModel):
@@ -69,6 +75,36 @@ def password_hasher() -> PasswordHasher:
     return PasswordHasher()
 
 
+def check_users_file(path: str | Path) -> UsersFile:
+    """Read and validate the users file, or fail with a message naming it and the fix.
+
+    Raises:
+        UsersFileError: the file is missing, unreadable by this process, or not a valid
+            users file.
+    """
+    path = Path(path)
+    variable = "TABSERVE_USERS_FILE"
+    if not path.exists():
+        raise UsersFileError(
+            f"{variable}: {path} does not exist; create it with "
+            "`tabserve users add NAME --scopes predict` (a file with no users is "
+            '`{"users": {}}`)'
+        )
+    try:
+        text = read_private_file(path, variable)
+    except SettingsError as exc:
+        raise UsersFileError(str(exc)) from None
+    try:
+        return UsersFile.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        raise UsersFileError(
+            f"{variable}: {path} is not a valid users file ({exc.error_count()} problem(s), "
+            f"first at {where}: {first['msg']}); write it with `tabserve users add`"
+        ) from None
+
+
 class UserStore:
     """Reads and writes the users file; verifies passwords.
 
@@ -91,13 +127,13 @@ class UserStore:
         return UsersFile.model_validate_json(self.path.read_text())
 
     def save(self, content: UsersFile) -> None:
-        """Write the users file atomically, readable by its owner only."""
+        """Write the users file atomically: owner read-write, group read, others nothing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(content.model_dump_json(indent=2) + "\n")
-            os.chmod(tmp, 0o600)
+            os.chmod(tmp, USERS_FILE_MODE)
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -31,6 +33,7 @@ from tabserve.bundle import Lineage, sha256_file, write_bundle
 from tabserve.schema import FeatureSchema, infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
+JSON_TYPE = "application/json"
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 
 
@@ -219,3 +222,75 @@ def running_server(env: dict[str, str], log: Path, timeout_s: float = 90) -> Ite
     """``bentoml serve service:Tabserve`` with ``env``; yields its base URL once ready."""
     with serving(env, log, timeout_s=timeout_s) as served:
         yield served.url
+
+
+@dataclass
+class Call:
+    """One request made by :func:`steady_load`."""
+
+    started: float
+    ended: float
+    status: int | None  # None: refused at the transport level
+    error: str = ""
+
+
+def _hammer(
+    url: str, path: str, token: str, body: bytes, stop: threading.Event, calls: list[Call]
+) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                response = client.post(
+                    path,
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "content-type": "application/json",
+                    },
+                )
+                response.json()  # a whole JSON body, never a cut one
+                calls.append(Call(started, time.monotonic(), response.status_code))
+            except (httpx.TransportError, json.JSONDecodeError) as exc:
+                calls.append(Call(started, time.monotonic(), None, type(exc).__name__))
+                time.sleep(0.05)
+
+
+@contextmanager
+def steady_load(
+    url: str, token: str, body: bytes, *, path: str = "/explain", clients: int = 8
+) -> Iterator[list[Call]]:
+    """``clients`` threads posting ``body`` to ``path`` in a loop until the block exits.
+
+    Yields the list their finished requests are appended to.
+    """
+    calls: list[Call] = []
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_hammer, args=(url, path, token, body, stop, calls))
+        for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield calls
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+
+def assert_stopped_gracefully(calls: list[Call], terminated: float) -> None:
+    """What SIGTERM at ``terminated`` must leave: every request in flight answered 200,
+    later ones refused cleanly (503 or a closed port, never a hang or a cut body)."""
+    before = [c for c in calls if c.ended < terminated]
+    in_flight = [c for c in calls if c.started < terminated <= c.ended]
+    after = [c for c in calls if c.started >= terminated]
+    assert len(before) > 20, "the load never got going"
+    assert all(c.status == 200 for c in before)
+    assert in_flight, "nothing was in flight at SIGTERM"
+    assert all(c.status == 200 for c in in_flight), in_flight
+    assert after, "no request was tried after SIGTERM"
+    assert all(c.status in (None, 200, 503) for c in after), after
+    assert all(c.ended - c.started < 30 for c in after)
+    assert any(c.status is None for c in after)  # the port closed in the end

@@ -11,9 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,7 +24,14 @@ from tests.hardening.conftest import (
     login,
     server_env,
 )
-from tests.support import REPO, TestModel, free_port, serving
+from tests.support import (
+    REPO,
+    TestModel,
+    assert_stopped_gracefully,
+    free_port,
+    serving,
+    steady_load,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,34 +39,6 @@ GRACEFUL_S = 10
 JSON = "application/json"
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 TABSERVE = str(Path(sys.executable).with_name("tabserve"))
-
-
-@dataclass
-class Call:
-    started: float
-    ended: float
-    status: int | None  # None: refused at the transport level
-    error: str = ""
-
-
-def _hammer(url: str, token: str, body: bytes, stop: threading.Event, calls: list[Call]) -> None:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                response = client.post(
-                    "/explain",
-                    content=body,
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "content-type": "application/json",
-                    },
-                )
-                response.json()  # a whole JSON body, never a cut one
-                calls.append(Call(started, time.monotonic(), response.status_code))
-            except (httpx.TransportError, json.JSONDecodeError) as exc:
-                calls.append(Call(started, time.monotonic(), None, type(exc).__name__))
-                time.sleep(0.05)
 
 
 def test_sigterm_under_load_finishes_in_flight_requests_then_exits(
@@ -77,40 +54,18 @@ def test_sigterm_under_load_finishes_in_flight_requests_then_exits(
         env, tmp_path / "serve.log", args=("--timeout-graceful-shutdown", str(GRACEFUL_S))
     ) as served:
         token = login(served.url).json()["access_token"]
-        calls: list[Call] = []
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=_hammer, args=(served.url, token, body, stop, calls))
-            for _ in range(8)
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(3)
-        terminated = time.monotonic()
-        served.process.send_signal(signal.SIGTERM)  # as `docker stop` / Kubernetes do
-        try:
-            served.process.wait(timeout=GRACEFUL_S + 10)
-        finally:
-            exited = time.monotonic()
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=60)
+        with steady_load(served.url, token, body) as calls:
+            time.sleep(3)
+            terminated = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)  # as `docker stop` / Kubernetes do
+            try:
+                served.process.wait(timeout=GRACEFUL_S + 10)
+            finally:
+                exited = time.monotonic()
 
     log = (tmp_path / "serve.log").read_text()
     assert exited - terminated < GRACEFUL_S + 5, log[-3000:]
-    before = [c for c in calls if c.ended < terminated]
-    in_flight = [c for c in calls if c.started < terminated <= c.ended]
-    after = [c for c in calls if c.started >= terminated]
-    assert len(before) > 20, "the load never got going"
-    assert all(c.status == 200 for c in before)
-    # Requests being served when SIGTERM came complete normally.
-    assert in_flight, "nothing was in flight at SIGTERM"
-    assert all(c.status == 200 for c in in_flight), in_flight
-    # New requests are refused cleanly: no 5xx other than 503, no hang, no cut body.
-    assert after, "no request was tried after SIGTERM"
-    assert all(c.status in (None, 200, 503) for c in after), after
-    assert all(c.ended - c.started < 30 for c in after)
-    assert any(c.status is None for c in after)  # the port closed in the end
+    assert_stopped_gracefully(calls, terminated)
 
 
 def _corrupt_home(penguins_root: tuple[Path, TestModel], tmp_path: Path, how: str) -> Path:
@@ -208,6 +163,41 @@ def test_production_start_up_stops_without_a_proper_secret(
     assert not (tmp_path / "local").exists()  # nothing generated in production
 
 
+@pytest.mark.parametrize(
+    ("users", "message"),
+    [("missing", "does not exist"), ("invalid", "is not a valid users file")],
+)
+def test_production_start_up_stops_on_an_unusable_users_file(
+    penguins_root: tuple[Path, TestModel], tmp_path: Path, users: str, message: str
+) -> None:
+    root, model = penguins_root
+    users_file = tmp_path / "users.json"
+    if users == "invalid":
+        users_file.write_text('{"users": {"alice": "not a record"}}')
+    env = server_env(
+        root,
+        model.tag,
+        TABSERVE_ENV="production",
+        TABSERVE_JWT_SECRET=os.urandom(32).hex(),
+        TABSERVE_USERS_FILE=str(users_file),
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [BENTOML, "serve", "service:Tabserve", "--port", str(free_port())],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"TABSERVE_USERS_FILE: {users_file}" in output and message in output, output[-2000:]
+    assert "tabserve users add" in output  # the fix
+    assert "Traceback" not in output
+    assert time.monotonic() - started < 60
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -225,7 +215,7 @@ def test_generated_secret_and_users_file_are_private(tmp_path: Path) -> None:
     assert _mode(tmp_path / "local") == 0o700
     assert _mode(tmp_path / "local" / "jwt_secret") == 0o600
     users = tmp_path / "users" / "users.json"
-    assert _mode(users) == 0o600
+    assert _mode(users) == 0o640
     subprocess.run(
         [TABSERVE, "users", "add", "bob", "--scopes", "predict", "--password-stdin"],
         env=env,
@@ -234,5 +224,5 @@ def test_generated_secret_and_users_file_are_private(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    assert _mode(users) == 0o600  # rewritten atomically, still private
+    assert _mode(users) == 0o640  # rewritten atomically, still owner and group only
     assert "bob" in users.read_text() and "another long password" not in users.read_text()

@@ -81,3 +81,83 @@ def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 def test_rs256_needs_a_public_key() -> None:
     with pytest.raises(ValueError, match="PUBLIC_KEY_FILE"):
         Settings(jwt_algorithm="RS256")
+
+
+# --- start-up checks: a file that cannot be used stops start-up, naming it and the fix ---
+
+
+def _production(tmp_path: Path, users: Path) -> Settings:
+    return Settings(env="production", jwt_secret=secrets.token_urlsafe(48), users_file=users)
+
+
+def _user(path: Path) -> Path:
+    from argon2 import PasswordHasher
+
+    from tabserve.users import UserStore
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+    UserStore(path, hasher=cheap).add("alice", "long enough password", "predict")
+    return path
+
+
+def test_startup_accepts_a_usable_users_file(tmp_path: Path) -> None:
+    from tabserve.settings import check_startup
+
+    assert check_startup(_production(tmp_path, _user(tmp_path / "users.json"))) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist; create it with `tabserve users add"),
+        ("{not json", "is not a valid users file"),
+        ('{"users": {"alice": {"password_hash": 1}}}', "first at users.alice.password_hash"),
+        ('{"accounts": {}}', "is not a valid users file"),
+    ],
+)
+def test_startup_refuses_an_unusable_users_file_in_production(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    from tabserve.settings import check_startup
+
+    users = tmp_path / "users.json"
+    if content is not None:
+        users.write_text(content)
+    with pytest.raises(SettingsError, match="TABSERVE_USERS_FILE") as caught:
+        check_startup(_production(tmp_path, users))
+    assert str(users) in str(caught.value) and message in str(caught.value)
+
+
+def test_startup_in_development_only_warns_about_a_missing_users_file(tmp_path: Path) -> None:
+    from tabserve.settings import check_startup
+
+    settings = Settings(users_file=tmp_path / "users.json")
+    (warning,) = check_startup(settings)
+    assert "nobody can log in" in warning and "tabserve users add" in warning
+    (tmp_path / "users.json").write_text("garbage")  # but an existing file must be usable
+    with pytest.raises(SettingsError, match="not a valid users file"):
+        check_startup(settings)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "binary"])
+def test_a_secret_file_that_cannot_be_read_names_the_file(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "jwt_secret"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(b"\xff\xfe" * 40)
+    settings = Settings(env="production", jwt_secret_file=path)
+    with pytest.raises(SettingsError, match="TABSERVE_JWT_SECRET_FILE") as caught:
+        _ = settings.verification_key
+    assert str(path) in str(caught.value)
+
+
+def test_serve_runs_bentoml_with_the_graceful_shutdown_timeout() -> None:
+    import sys
+
+    from tabserve.cli import serve_argv
+
+    argv = serve_argv(Settings(shutdown_grace_s=7), "service:Tabserve", "127.0.0.1", 3001)
+    assert argv[:5] == [sys.executable, "-m", "bentoml", "serve", "service:Tabserve"]
+    assert argv[argv.index("--timeout-graceful-shutdown") + 1] == "7"
+    assert argv[argv.index("--port") + 1] == "3001"

@@ -30,7 +30,7 @@ def test_add_authenticate_remove(tmp_path: Path, fast_hasher: PasswordHasher) ->
 
     text = store.path.read_text()
     assert "s3cret-password" not in text
-    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o640
 
     store.remove("alice")
     assert store.get("alice") is None
