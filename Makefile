@@ -26,6 +26,8 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export PATH := $(BIN):$(HOME)/.local/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# Podman's configuration for these machines (deploy/image/containers.conf: runc, ulimits).
+export CONTAINERS_CONF ?= $(CURDIR)/deploy/image/containers.conf
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
@@ -48,7 +50,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
 
 .PHONY: system-deps
-system-deps: ## Debian packages the tests use, if missing: chromium (UI test), postgresql (scale-out test)
+system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, a container engine
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -57,6 +59,7 @@ system-deps: ## Debian packages the tests use, if missing: chromium (UI test), p
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@deploy/image/engine.sh >/dev/null  # the image tests: Docker, else podman and runc
 
 .PHONY: train
 train: setup ## Run the DVC pipeline (ingest → … → import into the BentoML store)
@@ -79,7 +82,7 @@ model: setup ## Train only if the BentoML store has no model yet
 serve: model ## Set up, train if no model exists, then serve on PORT (default 3000)
 	$(BIN)/tabserve init-local --base-url http://localhost:$(PORT)
 	$(BIN)/tabserve check
-	$(BIN)/bentoml serve service:Tabserve --host $(HOST) --port $(PORT)
+	$(BIN)/tabserve serve --host $(HOST) --port $(PORT)
 
 .PHONY: requirements
 requirements: setup ## Export the runtime requirements (no training/test tools) from uv.lock to build/
@@ -91,11 +94,25 @@ requirements: setup ## Export the runtime requirements (no training/test tools) 
 bento: model requirements ## Build the bento: service code + champion model + pinned runtime requirements
 	$(BIN)/bentoml build --output tag | tee build/bento-tag.txt
 
+# TMPDIR: BentoML 1.4.39 copies the bento to a temporary build context and then refuses to
+# read its own copy of docker.dockerfile_template there unless it lies under the working
+# directory (resolve_user_filepath in bentoml/_internal/container/generate.py).
 .PHONY: containerize
-containerize: bento ## Build the OCI image from the bento (needs a Docker engine)
-	@command -v docker >/dev/null || { echo "docker not found: containerize needs a Docker engine"; exit 2; }
-	@docker info >/dev/null 2>&1 || { echo "no Docker engine is running: start one, or build the image on a machine that has it"; exit 2; }
-	$(BIN)/bentoml containerize $$(sed -n 's/^__tag__://p' build/bento-tag.txt) --image-tag $(IMAGE)
+containerize: bento ## Build the image IMAGE from the bento: Docker, or podman where no Docker daemon runs
+	@engine=$$(deploy/image/engine.sh) && \
+	base=$$(sed -n 's/^ *base_image: *"\{0,1\}\([^" ]*\).*/\1/p' bentofile.yaml) && \
+	deploy/image/base-image.sh "$$engine" "$$base" && \
+	echo ">> bentoml containerize --backend $$engine → $(IMAGE)" && \
+	mkdir -p build/containerize-tmp && \
+	TMPDIR=$(CURDIR)/build/containerize-tmp $(BIN)/bentoml containerize \
+		$$(sed -n 's/^__tag__://p' build/bento-tag.txt) --backend "$$engine" --image-tag $(IMAGE) && \
+	deploy/image/image-size.sh "$$engine" $(IMAGE) "$$base"
+
+.PHONY: image-size
+image-size: ## Size of IMAGE, what its layers add to the base, and its largest layers
+	@engine=$$(deploy/image/engine.sh) && \
+	deploy/image/image-size.sh "$$engine" $(IMAGE) \
+		"$$(sed -n 's/^ *base_image: *"\{0,1\}\([^" ]*\).*/\1/p' bentofile.yaml)"
 
 .PHONY: import
 import: setup ## Import the registry's @champion into the BentoML store (e.g. on a fresh CI runner)
@@ -140,7 +157,7 @@ format: setup ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 .PHONY: test
-test: setup system-deps lint ## The whole suite: lint, types, unit, pipeline, service, bento tests
+test: setup system-deps lint ## The whole suite: lint, types, unit, pipeline, service, UI, image tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit

@@ -1,8 +1,7 @@
-"""The bento: built from bentofile.yaml, its Dockerfile linted, and served from a fresh
-virtualenv made from nothing but the bento's own requirements.
+"""The bento: built from bentofile.yaml with runtime code, the model and pinned runtime
+requirements only; its generated (multi-stage) Dockerfile linted.
 
-No Docker engine runs here, so this is the proof that what the image will contain
-(the bento's source, models and pinned requirements) is enough to serve.
+The image built from it is run for real by ``tests/image/``.
 """
 
 from __future__ import annotations
@@ -13,24 +12,20 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-import numpy as np
 import pytest
-import xgboost as xgb
 
-from tests.service.conftest import REPO, TEST_PASSWORD
-from tests.support import free_port, stop_group
+from tests.service.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 HADOLINT = str(Path(sys.executable).with_name("hadolint"))
-# Findings in BentoML's own Dockerfile template (not ours to change); anything else fails.
-KNOWN_TEMPLATE_FINDINGS = {"DL3008", "DL3009", "DL3013", "DL3042", "DL3046", "DL3066", "SC3020"}
+# The one accepted finding: build-essential is not pinned to a Debian version (it exists
+# only in the build stage, and Debian's security updates would break a pin).
+ACCEPTED_FINDINGS = {"DL3008"}
 TRAINING_ONLY = ("optuna", "dvc", "mlflow", "locust", "scikit-learn", "pytest", "ruff")
 
 
@@ -102,11 +97,19 @@ def test_bento_holds_runtime_code_model_and_pinned_runtime_requirements(
     assert "TABSERVE_ENV" in bento_yaml and "tabserve:v1" in bento_yaml
 
 
-def test_generated_dockerfile_is_slim_non_root_and_lints(bento: dict[str, Any]) -> None:
+def test_generated_dockerfile_is_multi_stage_non_root_and_lints(bento: dict[str, Any]) -> None:
     dockerfile = bento["dir"] / "env" / "docker" / "Dockerfile"
     text = dockerfile.read_text()
-    assert "FROM python:3.11-slim" in text
-    assert [line for line in text.splitlines() if line.startswith("USER ")][-1] == "USER bentoml"
+    stages = [line.split() for line in text.splitlines() if line.startswith("FROM ")]
+    assert stages == [
+        ["FROM", "python:3.11-slim-bookworm", "AS", name] for name in ("build", "base-container")
+    ]
+    build, runtime = text.split("\nFROM ")[1:]
+    assert "build-essential" in build and "uv" in build
+    # The runtime stage installs nothing: it copies the virtualenv and the bento.
+    assert not [line for line in runtime.splitlines() if line.startswith("RUN ") and "apt" in line]
+    assert "COPY --from=build /app/.venv /app/.venv" in runtime
+    assert [line for line in text.splitlines() if line.startswith("USER ")] == ["USER 1034:1034"]
     proc = subprocess.run(
         [HADOLINT, "--no-color", "-f", "json", str(dockerfile)],
         capture_output=True,
@@ -115,93 +118,4 @@ def test_generated_dockerfile_is_slim_non_root_and_lints(bento: dict[str, Any]) 
     )
     findings = json.loads(proc.stdout)
     assert not [f for f in findings if f["level"] == "error"], findings
-    assert {f["code"] for f in findings} <= KNOWN_TEMPLATE_FINDINGS, findings
-
-
-def test_bento_serves_from_a_fresh_virtualenv(
-    bento: dict[str, Any], models: dict[str, Any], users_file: Path, test_env: dict[str, str]
-) -> None:
-    work: Path = bento["work"]
-    venv = work / "venv"
-    base_python = (
-        Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    )
-    _run(_uv(), "venv", "--quiet", "--python", str(base_python), str(venv))
-    _run(
-        _uv(),
-        "pip",
-        "install",
-        "--quiet",
-        "--python",
-        str(venv / "bin" / "python"),
-        "-r",
-        str(bento["dir"] / "env" / "python" / "requirements.txt"),
-    )
-    # Nothing from this repo is importable in the fresh environment: only the bento's src.
-    probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import tabserve"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-    )
-    assert probe.returncode != 0
-
-    port = free_port()
-    env = {
-        "PATH": f"{venv / 'bin'}{os.pathsep}/usr/bin:/bin",
-        "HOME": str(work),
-        "BENTOML_HOME": str(work / "empty-home"),  # the model must come from the bento itself
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TABSERVE_ENV": "production",
-        "TABSERVE_JWT_SECRET": test_env["TABSERVE_JWT_SECRET"],
-        "TABSERVE_USERS_FILE": str(users_file),
-    }
-    log = work / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(venv / "bin" / "bentoml"),
-                "serve",
-                str(bento["dir"]),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=work,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the bento did not start:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        token = httpx.post(
-            f"{url}/auth/token", data={"username": "alice", "password": TEST_PASSWORD}
-        ).json()["access_token"]
-        model = models["binary"]
-        rows = model.rows[:3]
-        response = httpx.post(
-            f"{url}/predict", json={"rows": rows}, headers={"Authorization": f"Bearer {token}"}
-        )
-        assert response.status_code == 200, response.text
-        assert response.headers["x-model-version"] == "v1"
-        expected = model.booster.predict(
-            xgb.DMatrix(model.schema.to_frame(rows), enable_categorical=True)
-        )
-        got = [answer["probabilities"]["1"] for answer in response.json()]
-        np.testing.assert_allclose(got, expected.astype(np.float64), rtol=1e-6)
-        assert httpx.post(f"{url}/predict", json={"rows": rows}).status_code == 401
-    finally:
-        stop_group(process, timeout=20)
+    assert {f["code"] for f in findings} <= ACCEPTED_FINDINGS, findings

@@ -205,6 +205,21 @@ def test_tabserve_runs_in_production_with_secrets_from_the_environment() -> None
     assert "file" in compose()["secrets"][secret]
 
 
+def test_tabserve_is_hardened_like_the_documented_run_command() -> None:
+    service = compose()["services"]["tabserve"]
+    assert service["read_only"] is True
+    assert any(mount.split(":")[0] == "/tmp" for mount in service["tmpfs"])
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert "user" not in service, "the image's non-root user, not an override"
+    # The users file keeps its 0640 mode; the service reads it as a member of its group.
+    assert REQUIRED_VARIABLE.match(service["group_add"][0])
+    grace = VARIABLE.sub(
+        lambda m: m["default"] or "", service["environment"]["TABSERVE_SHUTDOWN_GRACE_S"]
+    )
+    assert int(grace) < int(service["stop_grace_period"].rstrip("s"))
+
+
 def test_no_secret_is_hard_coded_in_compose() -> None:
     for name, service in compose()["services"].items():
         for key, value in service.get("environment", {}).items():
@@ -380,7 +395,19 @@ def test_deployment_runs_as_non_root() -> None:
     assert security["runAsUser"] > 0
     main = container(manifests()["Deployment"])
     assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert pod["automountServiceAccountToken"] is False
+    # The one writable path is an emptyDir at /tmp.
+    (tmp,) = [m for m in main["volumeMounts"] if m["mountPath"] == "/tmp"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[tmp["name"]]
+
+
+def test_deployment_shuts_down_gracefully_before_the_kill() -> None:
+    pod = manifests()["Deployment"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in container(manifests()["Deployment"])["env"]}
+    assert int(env["TABSERVE_SHUTDOWN_GRACE_S"]) < pod["terminationGracePeriodSeconds"]
 
 
 def test_service_selects_the_deployment_pods_on_the_service_port() -> None:
