@@ -48,10 +48,11 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
 
 .PHONY: system-deps
-system-deps: ## Debian packages the tests use, if missing: chromium (UI test), postgresql (scale-out test)
+system-deps: ## Debian packages the tests use, if missing: chromium (UI), postgresql (scale-out), prometheus (promtool, rules)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
