@@ -129,6 +129,16 @@ loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DUR
 bench: model ## Benchmark: the same Locust load on tabserve and 4 baselines → load_tests/results/report.md
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
+.PHONY: prometheus-rule
+prometheus-rule: ## Regenerate deploy/k8s/prometheusrule.yaml from deploy/prometheus/alerts.yml
+	python3 deploy/prometheus/prometheusrule.py
+
+.PHONY: rules-test
+rules-test: system-deps ## Check the Prometheus config and alert rules, run their unit tests (promtool)
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+	python3 deploy/prometheus/prometheusrule.py --check
+
 .PHONY: lint
 lint: setup ## Ruff (lint + format check) and mypy on tabserve/
 	$(BIN)/ruff check .

@@ -34,6 +34,8 @@ WORKFLOWS = REPO / ".github" / "workflows"
 LOCAL_ACTIONS = REPO / ".github" / "actions"
 
 SERVICE_PORT = 3000
+# Kinds in deploy/k8s that need a CRD, so stay out of the kustomization.
+CRDS = {"PrometheusRule"}
 # The Kubernetes API the manifests are validated against: an old release on purpose,
 # so they also apply to clusters that lag behind (they use GA APIs only).
 KUBERNETES_VERSION = "1.30"
@@ -264,12 +266,16 @@ def test_postgres_keeps_its_data_on_a_volume_and_reports_readiness() -> None:
     assert any(v.startswith("postgres-data:/var/lib/postgresql/data") for v in postgres["volumes"])
 
 
-def test_prometheus_scrapes_the_service_metrics() -> None:
+def test_prometheus_scrapes_the_service_metrics_and_loads_the_alert_rules() -> None:
     prometheus = compose()["services"]["prometheus"]
     assert "condition" in prometheus["depends_on"]["tabserve"]
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
-    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.yml"
-    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    mounts = {v.split(":")[1]: v.split(":") for v in prometheus["volumes"]}
+    assert mounts["/etc/prometheus"] == ["./prometheus", "/etc/prometheus", "ro"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    # Relative to the config file: found in the same mounted folder.
+    assert config["rule_files"] == ["alerts.yml"]
+    assert (DEPLOY / "prometheus" / "alerts.yml").is_file()
     targets = {
         (job.get("metrics_path", "/metrics"), target)
         for job in config["scrape_configs"]
@@ -316,10 +322,18 @@ def test_the_real_env_file_is_ignored_by_git() -> None:
 
 
 def test_kustomization_lists_every_manifest() -> None:
+    # The PrometheusRule needs the Prometheus Operator's CRD: applied on its own
+    # (tests/unit/test_monitoring.py checks it).
     kustomization = manifests()["Kustomization"]
-    others = {d["_file"] for kind, d in manifests().items() if kind != "Kustomization"}
+    others = {d["_file"] for kind, d in manifests().items() if kind not in {"Kustomization", *CRDS}}
     assert set(kustomization["resources"]) == others
-    assert set(manifests()) == {"Kustomization", "Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert set(manifests()) == {
+        "Kustomization",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        *CRDS,
+    }
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "Service", "HorizontalPodAutoscaler"])
