@@ -174,9 +174,9 @@ def test_compose_file_matches_the_compose_specification() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_has_the_four_services_each_with_a_healthcheck() -> None:
+def test_compose_has_the_five_services_each_with_a_healthcheck() -> None:
     services = compose()["services"]
-    assert set(services) == {"tabserve", "mlflow", "postgres", "prometheus"}
+    assert set(services) == {"tabserve", "mlflow", "postgres", "prometheus", "grafana"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert service.get("restart") == "unless-stopped", name
@@ -285,6 +285,33 @@ def test_prometheus_scrapes_the_service_metrics_and_loads_the_alert_rules() -> N
     assert ("/metrics", f"tabserve:{SERVICE_PORT}") in targets
 
 
+def test_grafana_is_provisioned_read_only_with_its_password_from_the_env_file() -> None:
+    grafana = compose()["services"]["grafana"]
+    env = grafana["environment"]
+    assert REQUIRED_VARIABLE.match(env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    mounts = {v.split(":")[1]: v.split(":") for v in grafana["volumes"]}
+    for target, source in (
+        ("/etc/grafana/provisioning", "./grafana/provisioning"),
+        ("/etc/grafana/dashboards", "./grafana/dashboards"),
+    ):
+        assert mounts[target] == [source, target, "ro"], target
+    assert mounts["/var/lib/grafana"][0] in compose()["volumes"], "Grafana's state on a volume"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/")
+    assert (DEPLOY / "grafana" / "dashboards" / Path(home).name).is_file()
+    # Published on loopback by default, on another host port than the API's.
+    (port,) = grafana["ports"]
+    published = re.fullmatch(
+        r"\$\{GRAFANA_BIND:-127\.0\.0\.1\}:\$\{GRAFANA_PORT:-(\d+)\}:3000", port
+    )
+    assert published, port
+    assert int(published[1]) != SERVICE_PORT
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_started"
+
+
 def test_compose_references_only_what_exists() -> None:
     spec = compose()
     for name, service in spec["services"].items():
@@ -306,6 +333,7 @@ def test_env_example_documents_every_variable_with_unusable_placeholders() -> No
     with pytest.raises(SettingsError):
         check_secret(example["TABSERVE_JWT_SECRET"])
     assert "replace-me" in example["POSTGRES_PASSWORD"]
+    assert "replace-me" in example["GRAFANA_ADMIN_PASSWORD"]
 
 
 def test_the_real_env_file_is_ignored_by_git() -> None:

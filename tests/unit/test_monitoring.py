@@ -1,11 +1,11 @@
-"""The monitoring files hold together: Prometheus config and alert rules.
+"""The monitoring files hold together: Prometheus config, alert rules, Grafana dashboard.
 
 Offline, like ``test_deploy.py``: promtool (Debian's ``prometheus`` package, installed by
 ``make system-deps``) checks the config and the rules and runs the rules' unit tests
 (``deploy/prometheus/alerts.test.yml``: synthetic series, expected alerts); the
-Kubernetes ``PrometheusRule`` is shown to hold exactly the rules of alerts.yml, and the
-rules may only read the metrics the service publishes. A missing promtool fails, never
-skips.
+Kubernetes ``PrometheusRule`` is shown to hold exactly the rules of alerts.yml; every
+query of the Grafana dashboard is parsed by promtool and by ``promql-parser``, and may
+only read the metrics the service publishes. A missing promtool fails, never skips.
 """
 
 from __future__ import annotations
@@ -14,18 +14,34 @@ import re
 import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.monitoring import ALERTS, DEPLOY, alert_rules, metric_names
+from tests.monitoring import (
+    ALERTS,
+    DASHBOARD,
+    DATASOURCES,
+    DEPLOY,
+    alert_rules,
+    dashboard_queries,
+    load_dashboard,
+    metric_names,
+    panels,
+    promtool_rule_file,
+    substitute,
+    variable_queries,
+)
 
 PROMETHEUS = DEPLOY / "prometheus"
 PROMETHEUS_RULE = DEPLOY / "k8s" / "prometheusrule.yaml"
+GRAFANA = DEPLOY / "grafana"
 
-# The metrics the rules may read. Histograms also have their _bucket, _sum and _count
-# series.
+# The metrics the dashboard and the rules may read. Histograms also have their _bucket,
+# _sum and _count series.
 TABSERVE_METRICS = {
     "tabserve_predictions_total",
     "tabserve_model_info",
@@ -60,6 +76,17 @@ KNOWN_METRICS = (
         for suffix in ("_bucket", "_sum", "_count")
     }
 )
+# What the issue asks the dashboard to show, as metrics its queries must read.
+PANEL_METRICS = {
+    "request rate and errors by status": "bentoml_service_request_total",
+    "latency quantiles": "bentoml_service_request_duration_seconds_bucket",
+    "batch size": "tabserve_batch_rows_bucket",
+    "predictions by class": "tabserve_predictions_total",
+    "drift per feature": "tabserve_feature_drift_psi",
+    "model version": "tabserve_model_info",
+    "readiness": "tabserve_ready",
+    "login failures": "tabserve_login_attempts_total",
+}
 ALERTS_WANTED = {
     "TabserveDown",
     "TabserveNotReady",
@@ -78,6 +105,15 @@ def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[
     return subprocess.run(
         [found, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+@cache
+def dashboard() -> dict[str, Any]:
+    return load_dashboard()
+
+
+def visible_panels() -> list[dict[str, Any]]:
+    return [p for p in panels(dashboard()) if p["type"] != "row"]
 
 
 # --- Prometheus ---------------------------------------------------------------------
@@ -168,7 +204,107 @@ def test_the_prometheus_rule_stays_out_of_the_kustomization() -> None:
     assert PROMETHEUS_RULE.name not in kustomization["resources"]
 
 
-# --- PromQL helpers ------------------------------------------------------------
+# --- Grafana ------------------------------------------------------------------------
+
+
+def test_datasource_is_the_compose_prometheus() -> None:
+    (datasource,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    assert datasource["uid"]
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["global"]
+    assert datasource["jsonData"]["timeInterval"] == scrape["scrape_interval"]
+
+
+def test_dashboard_provider_loads_the_mounted_dashboards() -> None:
+    (provider,) = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "dashboards.yml").read_text()
+    )["providers"]
+    assert provider["type"] == "file"
+    assert provider["allowUiUpdates"] is False  # the JSON in git is the source
+    from tests.unit.test_deploy import compose
+
+    grafana = compose()["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts[provider["options"]["path"]] == "./grafana/dashboards"
+    assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    assert (DEPLOY / mounts[provider["options"]["path"]] / DASHBOARD.name).is_file()
+
+
+def test_dashboard_identity_and_variables() -> None:
+    board = dashboard()
+    assert board["uid"] == "tabserve"
+    assert board["title"]
+    assert "id" not in board or board["id"] is None  # Grafana assigns it on provisioning
+    uid = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]["uid"]
+    variables = board["templating"]["list"]
+    assert {v["name"] for v in variables} == {"job", "instance"}
+    for variable in variables:
+        assert variable["datasource"]["uid"] == uid
+    for query in variable_queries():
+        match = re.fullmatch(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)", query)
+        assert match, query
+        assert metric_names(substitute(match["selector"], {}, "1m")) <= KNOWN_METRICS
+
+
+def test_every_panel_has_the_datasource_queries_and_a_unique_id() -> None:
+    uid = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]["uid"]
+    ids = [p["id"] for p in panels(dashboard())]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in visible_panels():
+        name = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": uid}, name
+        assert panel["targets"], f"{name} has no query"
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), f"{name}: duplicate refIds"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, name
+            assert target["expr"].strip(), f"{name} {target['refId']} has no expr"
+        assert panel.get("description"), f"{name} has no description"
+
+
+def test_panels_sit_on_the_grid_without_overlapping() -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for panel in panels(dashboard()):
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
+
+
+def test_dashboard_queries_read_only_known_metrics_and_cover_the_issue() -> None:
+    queries = dashboard_queries()
+    assert len(queries) == sum(len(p["targets"]) for p in visible_panels())
+    read: set[str] = set()
+    for query in queries:
+        assert "$" not in query.expr, query
+        names = metric_names(query.expr)
+        assert names, f"{query.panel}: reads no metric"
+        assert names <= KNOWN_METRICS, f"{query.panel}: unknown metrics {names - KNOWN_METRICS}"
+        read |= names
+    missing = {what for what, metric in PANEL_METRICS.items() if metric not in read}
+    assert not missing, f"no panel for: {sorted(missing)}"
+
+
+def test_dashboard_queries_parse_with_promtool(tmp_path: Path) -> None:
+    exprs = [query.expr for query in dashboard_queries()]
+    rules = tmp_path / "dashboard-queries.yml"
+    rules.write_text(promtool_rule_file(exprs))
+    result = promtool("check", "rules", str(rules))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(exprs)} rules found" in result.stdout
+    # promtool is not lenient: a broken query fails the same check.
+    rules.write_text(promtool_rule_file(["sum(rate(tabserve_predictions_total[1m])"]))
+    assert promtool("check", "rules", str(rules)).returncode == 1
+
+
+def test_substitute_fills_grafana_variables() -> None:
+    expr = 'sum(rate(x{job=~"$job", instance=~"${instance}"}[$__rate_interval]))'
+    assert substitute(expr, {"job": "tabserve"}, "2m") == (
+        'sum(rate(x{job=~"tabserve", instance=~".+"}[2m]))'
+    )
 
 
 def test_metric_names_reads_every_selector() -> None:
