@@ -27,6 +27,7 @@ from tabserve.bundle import BundleIntegrityError
 from tabserve.errors import NotReadyError
 from tabserve.gateway import EnvelopeMiddleware, JsonBodyMiddleware, error_response
 from tabserve.heap import freeze_startup_heap
+from tabserve.logs import configure_logging
 from tabserve.metrics import service_metrics
 from tabserve.openapi import OpenAPIMiddleware
 from tabserve.predictor import Predictor
@@ -40,6 +41,10 @@ from tabserve.validation import RequestValidator
 from ui.mount import create_ui_app
 
 logger = logging.getLogger("tabserve.service")
+# BentoML sets up logging in each process before it imports this module; switching the
+# format here (TABSERVE_LOG_FORMAT) covers the supervisor's lines too, which no
+# worker's __init__ would reach.
+configure_logging(load_settings().log_format)
 # Declared, BentoML's response media type is not derived again from a JSON schema that it
 # rebuilds for every response (5 % of the CPU per request under load).
 Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
