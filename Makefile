@@ -34,7 +34,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
 .PHONY: help
 help: ## List every target
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: PORT=$(PORT) HOST=$(HOST) MODEL=$(MODEL) BENTOML_HOME=$(BENTOML_HOME)"
 
@@ -50,10 +50,11 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
 
 .PHONY: system-deps
-system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, a container engine
+system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, prometheus, a container engine
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -144,6 +145,16 @@ loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DUR
 .PHONY: bench
 bench: model ## Benchmark: the same Locust load on tabserve and 4 baselines → load_tests/results/report.md
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
+
+.PHONY: prometheus-rule
+prometheus-rule: ## Regenerate deploy/k8s/prometheusrule.yaml from deploy/prometheus/alerts.yml
+	python3 deploy/prometheus/prometheusrule.py
+
+.PHONY: rules-test
+rules-test: system-deps ## Check the Prometheus config and alert rules, run their unit tests (promtool)
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+	python3 deploy/prometheus/prometheusrule.py --check
 
 .PHONY: lint
 lint: setup ## Ruff (lint + format check) and mypy on tabserve/

@@ -27,6 +27,7 @@ from tabserve.bundle import BundleIntegrityError
 from tabserve.errors import NotReadyError
 from tabserve.gateway import EnvelopeMiddleware, JsonBodyMiddleware, error_response
 from tabserve.heap import freeze_startup_heap
+from tabserve.logs import configure_logging
 from tabserve.metrics import service_metrics
 from tabserve.openapi import OpenAPIMiddleware
 from tabserve.predictor import Predictor
@@ -41,19 +42,24 @@ from tabserve.validation import RequestValidator
 from ui.mount import create_ui_app
 
 logger = logging.getLogger("tabserve.service")
+# Both checked on import, in every process of `bentoml serve`:
+# - BentoML sets up logging before it imports this module; switching the format here
+#   (TABSERVE_LOG_FORMAT) covers the supervisor's lines too, which no worker reaches;
+# - BentoML's supervisor restarts a worker whose start-up fails, forever: an invalid
+#   setting or a missing, short, unreadable or invalid secret or users file must stop
+#   `bentoml serve` itself, with the fix in the message and no stack trace.
+try:
+    _settings = load_settings()
+    configure_logging(_settings.log_format)
+    for _warning in check_startup(_settings):
+        logger.warning("%s", _warning)
+except SettingsError as _error:
+    raise SystemExit(f"tabserve cannot start: {_error}") from None
 # Declared, BentoML's response media type is not derived again from a JSON schema that it
 # rebuilds for every response (5 % of the CPU per request under load).
 Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
 # BentoML fixes the batching knobs in the decorator, so they are read here (env only).
 BATCHING = load_batching_settings()
-# BentoML's supervisor restarts a worker whose start-up fails, forever: a missing, short,
-# unreadable or invalid secret or users file must stop `bentoml serve` itself, so it is
-# checked on import, with the fix in the message and no stack trace.
-try:
-    for _warning in check_startup():
-        logger.warning("%s", _warning)
-except SettingsError as _error:
-    raise SystemExit(f"tabserve cannot start: {_error}") from None
 # BentoML's request timeout keeps every finished request in memory for the whole
 # timeout; the fix must be in place before BentoML builds the app (tabserve/bentoml_fixes.py).
 bentoml_fixes.apply()

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from tabserve import logs
 from tabserve.errors import (
     InternalError,
     NotReadyError,
@@ -75,12 +76,9 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 def _request_id() -> str:
     """BentoML's id of the current request (shared with its log lines), else a new one."""
     try:
-        from bentoml._internal.configuration.containers import BentoMLContainer
-        from bentoml._internal.context import trace_context
-
-        if trace_context.request_id is not None:
-            fmt = BentoMLContainer.logging_formatting.get()["span_id"]
-            return format(trace_context.request_id, fmt)
+        current = logs.request_id()
+        if current is not None:
+            return current
     except Exception:  # the id is best effort; never fail a request over it
         logger.debug("no BentoML request id", exc_info=True)
     return uuid.uuid4().hex[:16]

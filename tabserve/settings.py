@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         login_max_failures: failed logins tolerated per user and client in the window.
         login_window_s: sliding window of the failed-login throttle.
         log_level: level of the ``tabserve.*`` loggers (BentoML sets the root to WARNING).
+        log_format: ``text`` (BentoML's lines, the default) or ``json`` (one JSON object a
+            line with time, level, logger, message, request id and trace id; see
+            ``tabserve/logs.py``).
         ui_enabled: serve the browser UI at ``/ui`` (built when a worker starts).
         ui_session_ttl_s: lifetime of a browser session of the ``/ui`` (its cookie and token).
         ui_session_audience: ``aud`` claim of session tokens; differs from the API's, so a
@@ -119,6 +122,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_s: int = Field(default=300, ge=1, le=86_400)

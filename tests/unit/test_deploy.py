@@ -34,6 +34,8 @@ WORKFLOWS = REPO / ".github" / "workflows"
 LOCAL_ACTIONS = REPO / ".github" / "actions"
 
 SERVICE_PORT = 3000
+# Kinds in deploy/k8s that need a CRD, so stay out of the kustomization.
+CRDS = {"PrometheusRule"}
 # The Kubernetes API the manifests are validated against: an old release on purpose,
 # so they also apply to clusters that lag behind (they use GA APIs only).
 KUBERNETES_VERSION = "1.30"
@@ -172,9 +174,9 @@ def test_compose_file_matches_the_compose_specification() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_has_the_four_services_each_with_a_healthcheck() -> None:
+def test_compose_has_the_five_services_each_with_a_healthcheck() -> None:
     services = compose()["services"]
-    assert set(services) == {"tabserve", "mlflow", "postgres", "prometheus"}
+    assert set(services) == {"tabserve", "mlflow", "postgres", "prometheus", "grafana"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert service.get("restart") == "unless-stopped", name
@@ -279,12 +281,16 @@ def test_postgres_keeps_its_data_on_a_volume_and_reports_readiness() -> None:
     assert any(v.startswith("postgres-data:/var/lib/postgresql/data") for v in postgres["volumes"])
 
 
-def test_prometheus_scrapes_the_service_metrics() -> None:
+def test_prometheus_scrapes_the_service_metrics_and_loads_the_alert_rules() -> None:
     prometheus = compose()["services"]["prometheus"]
     assert "condition" in prometheus["depends_on"]["tabserve"]
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
-    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.yml"
-    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    mounts = {v.split(":")[1]: v.split(":") for v in prometheus["volumes"]}
+    assert mounts["/etc/prometheus"] == ["./prometheus", "/etc/prometheus", "ro"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    # Relative to the config file: found in the same mounted folder.
+    assert config["rule_files"] == ["alerts.yml"]
+    assert (DEPLOY / "prometheus" / "alerts.yml").is_file()
     targets = {
         (job.get("metrics_path", "/metrics"), target)
         for job in config["scrape_configs"]
@@ -292,6 +298,33 @@ def test_prometheus_scrapes_the_service_metrics() -> None:
         for target in static["targets"]
     }
     assert ("/metrics", f"tabserve:{SERVICE_PORT}") in targets
+
+
+def test_grafana_is_provisioned_read_only_with_its_password_from_the_env_file() -> None:
+    grafana = compose()["services"]["grafana"]
+    env = grafana["environment"]
+    assert REQUIRED_VARIABLE.match(env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    mounts = {v.split(":")[1]: v.split(":") for v in grafana["volumes"]}
+    for target, source in (
+        ("/etc/grafana/provisioning", "./grafana/provisioning"),
+        ("/etc/grafana/dashboards", "./grafana/dashboards"),
+    ):
+        assert mounts[target] == [source, target, "ro"], target
+    assert mounts["/var/lib/grafana"][0] in compose()["volumes"], "Grafana's state on a volume"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/")
+    assert (DEPLOY / "grafana" / "dashboards" / Path(home).name).is_file()
+    # Published on loopback by default, on another host port than the API's.
+    (port,) = grafana["ports"]
+    published = re.fullmatch(
+        r"\$\{GRAFANA_BIND:-127\.0\.0\.1\}:\$\{GRAFANA_PORT:-(\d+)\}:3000", port
+    )
+    assert published, port
+    assert int(published[1]) != SERVICE_PORT
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_started"
 
 
 def test_compose_references_only_what_exists() -> None:
@@ -315,6 +348,7 @@ def test_env_example_documents_every_variable_with_unusable_placeholders() -> No
     with pytest.raises(SettingsError):
         check_secret(example["TABSERVE_JWT_SECRET"])
     assert "replace-me" in example["POSTGRES_PASSWORD"]
+    assert "replace-me" in example["GRAFANA_ADMIN_PASSWORD"]
 
 
 def test_the_real_env_file_is_ignored_by_git() -> None:
@@ -331,10 +365,18 @@ def test_the_real_env_file_is_ignored_by_git() -> None:
 
 
 def test_kustomization_lists_every_manifest() -> None:
+    # The PrometheusRule needs the Prometheus Operator's CRD: applied on its own
+    # (tests/unit/test_monitoring.py checks it).
     kustomization = manifests()["Kustomization"]
-    others = {d["_file"] for kind, d in manifests().items() if kind != "Kustomization"}
+    others = {d["_file"] for kind, d in manifests().items() if kind not in {"Kustomization", *CRDS}}
     assert set(kustomization["resources"]) == others
-    assert set(manifests()) == {"Kustomization", "Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert set(manifests()) == {
+        "Kustomization",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        *CRDS,
+    }
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "Service", "HorizontalPodAutoscaler"])
