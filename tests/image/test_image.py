@@ -99,6 +99,10 @@ def test_documented_command_serves_right_answers_as_non_root(built: Built, tmp_p
         got = [[answer["probabilities"][c] for c in classes] for answer in response.json()]
         assert got == expected.tolist()  # exactly the booster's numbers
 
+        # Prometheus' multiprocess directory lives on the tmpfs, like BentoML's home.
+        metrics = httpx.get(f"{box.url}/metrics")
+        assert metrics.status_code == 200 and "tabserve_model_info{" in metrics.text
+
         login_page = httpx.get(f"{box.url}/ui/login")
         assert login_page.status_code == 200 and 'name="password"' in login_page.text
 
