@@ -9,6 +9,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn import metrics as skm
 
+from tabserve.predictor import class_probabilities
 from tabserve.schema import FeatureSchema
 
 
@@ -44,12 +45,9 @@ def eval_metric_name(schema: FeatureSchema) -> str:
 
 
 def predict_proba(booster: xgb.Booster, schema: FeatureSchema, frame: pd.DataFrame) -> np.ndarray:
-    """Class probabilities, shape (rows, classes), for a prepared split."""
-    raw = booster.inplace_predict(schema.to_frame(frame))
-    raw = np.asarray(raw, dtype="float64")
-    if raw.ndim == 1:
-        return np.column_stack([1.0 - raw, raw])
-    return raw
+    """Class probabilities, shape (rows, classes), for a prepared split (the service's path:
+    the schema's code matrix)."""
+    return class_probabilities(booster, schema.encode(frame))
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from tabserve.errors import RequestValidationError
+from tabserve.predictor import answer_columns
 from tabserve.schema import FeatureSchema, FeatureSpec
 from tabserve.validation import ROWS_FIELD, RequestValidator
 
@@ -150,11 +151,9 @@ def score_frame(
     scored = frame.iloc[valid_index].copy()
     scored.insert(0, LINE_COLUMN, [i + 2 for i in valid_index])
     if valid_rows:
-        answers = predictor.predict(valid_rows)
-        label_column = "label" if "label" not in scored.columns else "predicted_label"
-        scored[label_column] = [a["label"] for a in answers]
-        for key in answers[0]["probabilities"]:
-            scored[f"proba_{key}"] = [a["probabilities"][key] for a in answers]
+        for name, values in answer_columns(predictor.predict(valid_rows)).items():
+            # An uploaded column of the same name (the true label, say) is kept as it is.
+            scored[f"predicted_{name}" if name in scored.columns else name] = values
     return BatchResult(
         scored=scored.reset_index(drop=True),
         rejected=pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS)),
