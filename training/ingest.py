@@ -25,11 +25,20 @@ RAW_PATH = Path("data/raw/data.parquet")
 
 
 def load_embedded(name: str) -> pd.DataFrame:
-    """One of scikit-learn's bundled datasets as a frame with a ``target`` column."""
+    """One of scikit-learn's bundled datasets as a frame with a ``target`` column.
+
+    The target holds the class names the dataset gives (``target_names``, e.g.
+    ``malignant``/``benign``), so that answers read without a codebook.
+    """
     from sklearn import datasets
 
-    loader = getattr(datasets, f"load_{name}")
-    return loader(as_frame=True).frame
+    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
+    frame = bunch.frame
+    names = [str(n) for n in bunch.target_names]
+    frame["target"] = pd.Series(
+        [names[int(code)] for code in frame["target"]], index=frame.index, dtype="str"
+    )
+    return frame
 
 
 def _duplicates(names: list[str]) -> list[str]:

@@ -18,12 +18,28 @@ class _Strict(BaseModel):
 class DataParams(_Strict):
     source: str = Field(min_length=1)
     target: str = Field(min_length=1)
+    # Columns left out of the model; `features`, when given, is the only ones kept.
+    # Names are checked against the data by `prepare` (an unknown one is an error).
+    drop: list[str] = Field(default_factory=list)
+    features: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _target_is_kept(self) -> DataParams:
+        if self.target in self.drop or (self.features is not None and self.target in self.features):
+            raise ValueError(f"the target {self.target!r} cannot be in data.drop or data.features")
+        if self.features is not None and not self.features:
+            raise ValueError("data.features, when given, must name at least one column")
+        return self
 
 
 class PrepareParams(_Strict):
     test_size: float = Field(gt=0, lt=0.9)
     valid_size: float = Field(gt=0, lt=0.9)
     min_rows_per_class: int = Field(ge=3)
+    # A feature that alone predicts the target at least this well (ROC AUC, out of fold)
+    # stops the stage as a suspected leak, unless listed in `allow`.
+    leakage_threshold: float = Field(default=0.99, gt=0.5, le=1.0)
+    allow: list[str] = Field(default_factory=list)
 
 
 class Range(_Strict):

@@ -1,8 +1,11 @@
-"""Stage `prepare`: infer the FeatureSchema, validate the data, split it (seeded, stratified).
+"""Stage `prepare`: choose columns, infer the FeatureSchema, validate, split, check for leaks.
 
-Outputs ``data/prepared/{train,valid,test}.parquet``, ``schema.json`` and
-``report.json``. Bad data stops the stage with a message naming the column or
-rows at fault, and nothing is written.
+Outputs ``data/prepared/{train,valid,test}.parquet``, ``schema.json``, ``report.json``
+(rows and classes per split, dropped columns, each feature's leakage score, data
+quality findings) and ``feature_scores.json`` (a DVC plot of those scores). Bad data
+stops the stage with a message naming the column or rows at fault, and nothing is
+written; so does a feature that alone predicts the target almost perfectly (a
+suspected label leak, see ``training/checks.py``), unless ``prepare.allow`` lists it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,17 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tabserve.schema import FeatureSchema, infer_schema
+from tabserve.schema import DroppedColumn, FeatureSchema, infer_schema
+from training.checks import (
+    FeatureScore,
+    describe_leak,
+    feature_scores,
+    find_leaks,
+    quality_findings,
+    quality_warnings,
+)
 from training.errors import DataError
-from training.params import PrepareParams, load_params
+from training.params import DataParams, PrepareParams, load_params
 
 log = logging.getLogger("training.prepare")
 
@@ -32,15 +43,19 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Prepared:
-    """The result of :func:`prepare`: schema and the three splits (features + target)."""
+    """The result of :func:`prepare`: schema, the three splits (features + target), checks."""
 
     schema: FeatureSchema
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    scores: list[FeatureScore]
+    quality: dict[str, object]
+    leakage_threshold: float
+    allowed: list[str]
 
     def report(self) -> dict[str, object]:
-        """Counts per split and class, and the dropped columns, for humans and DVC."""
+        """Counts per split and class, dropped columns and the checks, for humans and DVC."""
         target = self.schema.target.name
         return {
             "rows": {name: len(getattr(self, name)) for name in SPLITS},
@@ -56,7 +71,18 @@ class Prepared:
                 "categorical": sum(f.kind == "categorical" for f in self.schema.features),
             },
             "dropped": [d.model_dump() for d in self.schema.dropped],
+            "leakage": {
+                "threshold": self.leakage_threshold,
+                "allowed": self.allowed,
+                "max_score": max((s.worst() for s in self.scores), default=None),
+                "features": [s.as_dict() for s in self.scores],
+            },
+            "quality": self.quality,
         }
+
+    def score_plot(self) -> list[dict[str, object]]:
+        """One record per feature for DVC's bar chart (``feature_scores.json``)."""
+        return [{"feature": s.feature, "score": round(s.worst(), 4)} for s in self.scores]
 
 
 def _rows(index: pd.Index, limit: int = 10) -> str:
@@ -112,15 +138,53 @@ def validate(frame: pd.DataFrame, target: str, min_rows_per_class: int) -> None:
         raise DataError(f"{len(problems)} problem(s) in the data", problems)
 
 
-def prepare(frame: pd.DataFrame, target: str, params: PrepareParams, seed: int) -> Prepared:
-    """Validate, infer the schema, and split ``frame`` into train/valid/test.
+def choose_columns(frame: pd.DataFrame, data: DataParams) -> list[DroppedColumn]:
+    """The columns ``data.drop`` and ``data.features`` leave out of the model.
 
-    ID-like columns (unique per row) are dropped with a warning. The split is
-    stratified on the target and fully determined by ``seed``.
+    Raises:
+        DataError: for a name that is not a column, listing the valid ones.
     """
+    columns = [str(c) for c in frame.columns]
+    named = [*data.drop, *(data.features or [])]
+    unknown = [n for n in named if n not in columns]
+    if unknown:
+        raise DataError(
+            f"data.drop / data.features name column(s) the data does not have: {unknown}",
+            [f"columns are: {', '.join(columns)}"],
+        )
+    left_out = [DroppedColumn(name=n, reason="dropped by data.drop") for n in data.drop]
+    if data.features is not None:
+        left_out += [
+            DroppedColumn(name=c, reason="not in data.features")
+            for c in columns
+            if c not in data.features and c != data.target and c not in data.drop
+        ]
+    return left_out
+
+
+def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: int) -> Prepared:
+    """Choose columns, validate, infer the schema, split ``frame``, check for leaks.
+
+    Columns named by ``data.drop`` (or absent from ``data.features``), ID-like, empty and
+    constant columns are dropped (with a warning for the last three). The split is
+    stratified on the target and fully determined by ``seed``.
+
+    Raises:
+        DataError: for data that cannot train a model, an unknown column name, or a
+            suspected leak (a feature at or above ``prepare.leakage_threshold``).
+    """
+    target = data.target
+    chosen = choose_columns(frame, data)
+    frame = frame.drop(columns=[d.name for d in chosen])
     validate(frame, target, params.min_rows_per_class)
-    schema = infer_schema(frame, target)
-    for dropped in schema.dropped:
+    schema = infer_schema(frame, target, dropped=chosen)
+    unknown_allowed = sorted(set(params.allow) - set(schema.feature_names))
+    if unknown_allowed:
+        raise DataError(
+            f"prepare.allow names column(s) that are not features: {unknown_allowed}",
+            [f"features are: {', '.join(schema.feature_names)}"],
+        )
+    for dropped in schema.dropped[len(chosen) :]:
         log.warning("dropping column %r: %s", dropped.name, dropped.reason)
     if not schema.features:
         raise DataError(
@@ -145,7 +209,36 @@ def prepare(frame: pd.DataFrame, target: str, params: PrepareParams, seed: int) 
                 f"the {name} split has {classes} of {len(schema.target.classes)} classes",
                 ["add rows or raise prepare.min_rows_per_class"],
             )
-    return Prepared(schema=schema, **splits)
+    scores = feature_scores(splits["train"], schema, seed)
+    leaks = find_leaks(scores, params.leakage_threshold, params.allow)
+    if leaks:
+        raise DataError(
+            f"{len(leaks)} feature(s) predict {target!r} almost perfectly on their own "
+            f"(at or above prepare.leakage_threshold = {params.leakage_threshold}): "
+            "suspected label leakage, information the model would not have when used",
+            [describe_leak(s, params.leakage_threshold) for s in leaks]
+            + [
+                "if the column is known before the prediction is made, keep it knowingly: "
+                f"prepare.allow: {[s.feature for s in leaks]}",
+                f"otherwise drop it: data.drop: {[s.feature for s in leaks]}",
+            ],
+        )
+    for score in scores:
+        if score.feature in params.allow and score.worst() >= params.leakage_threshold:
+            log.warning(
+                "allowed by prepare.allow: %s", describe_leak(score, params.leakage_threshold)
+            )
+    quality = quality_findings(frame, schema, splits["train"], splits["test"])
+    for line in quality_warnings(quality):
+        log.warning("data quality: %s", line)
+    return Prepared(
+        schema=schema,
+        **splits,
+        scores=scores,
+        quality=quality,
+        leakage_threshold=params.leakage_threshold,
+        allowed=list(params.allow),
+    )
 
 
 def write_prepared(prepared: Prepared, out_dir: Path) -> None:
@@ -161,6 +254,7 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> None:
             getattr(prepared, name).to_parquet(staging / f"{name}.parquet", index=False)
         prepared.schema.save(staging / "schema.json")
         (staging / "report.json").write_text(json.dumps(prepared.report(), indent=2) + "\n")
+        (staging / "feature_scores.json").write_text(json.dumps(prepared.score_plot()) + "\n")
         for path in staging.iterdir():
             path.replace(out_dir / path.name)
     finally:
@@ -191,18 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     try:
         frame = pd.read_parquet(args.raw)
-        prepared = prepare(frame, params.data.target, params.prepare, params.seed)
+        prepared = prepare(frame, params.data, params.prepare, params.seed)
     except DataError as exc:
         log.error("prepare refused the data: %s", exc)
         return 1
     write_prepared(prepared, args.out)
     report = prepared.report()
     log.info(
-        "schema: %s features (%s); split rows %s; classes %s",
+        "schema: %s features (%s); split rows %s; classes %s; highest single-feature "
+        "score %.3f (leakage threshold %s)",
         len(prepared.schema.features),
         report["features"],
         report["rows"],
         prepared.schema.target.classes,
+        max(s.worst() for s in prepared.scores),
+        prepared.leakage_threshold,
     )
     return 0
 

@@ -152,12 +152,34 @@ def examples(
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in rows]
 
 
+def log_data_report(report: dict[str, Any]) -> None:
+    """The prepare stage's report in the active MLflow run: the whole of it as
+    ``data_report.json``, its summary as metrics (leakage score, quality counts)."""
+    import mlflow
+
+    mlflow.log_dict(report, "data_report.json")
+    quality, leakage = report["quality"], report["leakage"]
+    mlflow.log_metrics(
+        {
+            "data_max_feature_score": float(leakage["max_score"]),
+            "data_duplicate_rows": quality["duplicate_rows"],
+            "data_test_rows_in_train": quality["test_rows_in_train"],
+            "data_mostly_missing_columns": len(quality["mostly_missing"]),
+        }
+    )
+    mlflow.set_tags(
+        {
+            "data.leakage_allowed": ",".join(leakage["allowed"]) or "-",
+            "data.dropped": ",".join(d["name"] for d in report["dropped"]) or "-",
+        }
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: final fit, metrics, plots, and an MLflow run with the logged model."""
     import mlflow
-    import mlflow.xgboost
-    from mlflow.models import infer_signature
 
+    from tabserve.pyfunc import log_model as log_pyfunc_model
     from training.environment import configure_logging, configure_mlflow, git_commit
 
     parser = argparse.ArgumentParser(
@@ -197,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     sha = sha256_file(MODEL_PATH)
     commit = git_commit()
     configure_mlflow(params.registry.experiment)
-    raw_example = splits["test"][schema.feature_names].head(5)
     with mlflow.start_run(run_name="train") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags(
             {
@@ -221,20 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_plot_images(schema, result.y_true, result.proba, Path(tmp)):
             mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_artifact(str(args.prepared / "schema.json"))
+        log_data_report(json.loads((args.prepared / "report.json").read_text()))
         example_path = Path(tmp) / "examples.json"
         example_path.write_text(json.dumps(examples(schema, splits["test"], params.seed)) + "\n")
         mlflow.log_artifact(str(example_path))
         mlflow.log_artifact(str(args.best))
-        import xgboost
-
-        info = mlflow.xgboost.log_model(
-            result.booster,
-            name="model",
-            signature=infer_signature(raw_example, result.proba[:5]),
-            input_example=raw_example,
-            model_format="ubj",
-            pip_requirements=[f"xgboost-cpu=={xgboost.__version__}", "pandas", "numpy"],
-        )
+        info = log_pyfunc_model(MODEL_PATH, args.prepared / "schema.json", schema, splits["train"])
         record = {
             "run_id": run.info.run_id,
             "model_uri": info.model_uri,

@@ -3,26 +3,45 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from palmerpenguins import load_penguins
 
 from tabserve.bundle import read_examples, read_schema, verify_bundle
-from tests.pipeline.conftest import commit, mlflow_client, run, set_params, stages_run
+from tests.pipeline.conftest import (
+    commit,
+    mlflow_client,
+    pipeline_env,
+    run,
+    set_params,
+    stages_run,
+)
+from tests.support import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 
 
-def test_penguins_with_id_column_categoricals_and_missing_values(make_repo) -> None:
+@pytest.fixture(scope="module")
+def penguins(make_repo) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The whole pipeline on palmerpenguins written as a CSV with its row index."""
     repo = make_repo(
         "penguins", {"data.source": "data/sources/penguins.csv", "data.target": "species"}
     )
     # Written with its index: the unnamed row-number column must be dropped, not learnt.
     load_penguins().to_csv(repo / "data/sources/penguins.csv", index=True)
     commit(repo, "penguins")
-    proc = run(repo, "dvc", "repro")
+    return repo, run(repo, "dvc", "repro")
+
+
+def test_penguins_with_id_column_categoricals_and_missing_values(penguins) -> None:
+    repo, proc = penguins
     assert stages_run(proc.stdout)[-1] == "import"
     assert "dropping column 'Unnamed: 0': id-like" in proc.stderr
 
@@ -49,6 +68,142 @@ def test_penguins_with_id_column_categoricals_and_missing_values(make_repo) -> N
 
     client = mlflow_client(repo)
     assert str(client.get_model_version_by_alias("tabserve", "champion").version) == "1"
+    # The data report reached the train run.
+    run_id = json.loads((repo / "models/train_run.json").read_text())["run_id"]
+    logged = client.get_run(run_id).data
+    assert logged.metrics["data_max_feature_score"] < 0.99
+    report = json.loads((repo / "data/prepared/report.json").read_text())
+    assert {f["feature"] for f in report["leakage"]["features"]} == set(schema.feature_names)
+    assert json.loads((repo / "data/prepared/feature_scores.json").read_text())
+
+
+def _served_answers(repo: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """What `POST /predict` answers for ``frame``: the service's predictor on the bundle,
+    as table columns (``label``, ``proba_<class>``)."""
+    from tabserve.predictor import Predictor, answer_columns
+
+    predictor = Predictor.from_bundle(repo / ".bentoml/models/tabserve/v1", version="v1")
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return pd.DataFrame(answer_columns(predictor.predict(rows)), index=frame.index)
+
+
+def test_registered_champion_scores_raw_frames_like_the_service(penguins) -> None:
+    import mlflow
+
+    repo, proc = penguins
+    # Its signature and input example validate: MLflow warns about nothing.
+    mlflow_warnings = [
+        line
+        for line in proc.stderr.splitlines()
+        if "mlflow" in line.lower() and ("WARNING" in line or "Warning:" in line)
+    ]
+    assert not mlflow_warnings, mlflow_warnings
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/tabserve@champion")
+    parquet = pd.read_parquet(repo / "data/prepared/test.parquet").drop(columns=["species"])
+    assert str(parquet["island"].dtype) == "str"  # pandas 3's text dtype, as read
+    expected = _served_answers(repo, parquet)
+    pd.testing.assert_frame_equal(model.predict(parquet), expected, check_dtype=False)
+    csv = repo / "test.csv"
+    parquet.to_csv(csv, index=False)
+    from_csv = pd.read_csv(csv)
+    pd.testing.assert_frame_equal(
+        model.predict(from_csv), _served_answers(repo, from_csv), check_dtype=False
+    )
+    as_objects = parquet.astype({"island": object, "sex": object})
+    pd.testing.assert_frame_equal(model.predict(as_objects), expected, check_dtype=False)
+
+
+def test_mlflow_models_serve_answers_like_the_service(penguins) -> None:
+    repo, _ = penguins
+    port = free_port()
+    env = pipeline_env(repo) | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns/mlflow.db'}"}
+    log = repo / "mlflow-serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "models",
+                "serve",
+                "-m",
+                "models:/tabserve@champion",
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        test = pd.read_parquet(repo / "data/prepared/test.parquet").drop(columns=["species"])
+        records = test.astype(object).where(test.notna(), None).to_dict("records")
+        response = httpx.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
+        assert response.status_code == 200, response.text
+        served = pd.DataFrame(response.json()["predictions"])
+        expected = _served_answers(repo, test).reset_index(drop=True)
+        pd.testing.assert_frame_equal(served, expected, check_dtype=False)
+    finally:
+        stop_group(process, timeout=15)
+
+
+def test_leaks_are_refused_then_allowed_or_dropped_end_to_end(make_repo) -> None:
+    from tabserve.validation import RequestValidator
+    from ui.form import form_fields
+
+    repo = make_repo("leaky", {"data.source": "data/sources/leaky.csv", "data.target": "species"})
+    frame = load_penguins()
+    rng = np.random.default_rng(0)
+    frame["recorded_code"] = frame["species"].astype("category").cat.codes + rng.normal(
+        0, 0.05, len(frame)
+    )
+    frame["tag_id"] = np.where(frame["species"] == "Adelie", np.nan, rng.normal(size=len(frame)))
+    frame.to_csv(repo / "data/sources/leaky.csv", index=False)
+    commit(repo, "leaky data")
+    proc = run(repo, "dvc", "repro", check=False)
+    assert proc.returncode != 0
+    assert "suspected label leakage" in proc.stderr
+    assert "feature 'recorded_code': alone it predicts the target" in proc.stderr
+    assert "feature 'tag_id'" in proc.stderr and "separates class 'Adelie'" in proc.stderr
+    assert "prepare.allow" in proc.stderr and "data.drop" in proc.stderr
+    assert not (repo / "data/prepared/schema.json").exists()
+
+    set_params(repo, {"prepare.allow": ["tag_id"], "data.drop": ["recorded_code", "year"]})
+    commit(repo, "allow one, drop the other")
+    proc = run(repo, "dvc", "repro")
+    assert stages_run(proc.stdout)[-1] == "import"
+    assert "allowed by prepare.allow: feature 'tag_id'" in proc.stderr
+    schema = read_schema(repo / ".bentoml/models/tabserve/v1")
+    assert "tag_id" in schema.feature_names
+    for dropped in ("recorded_code", "year"):
+        assert dropped not in schema.feature_names
+        assert {"name": dropped, "reason": "dropped by data.drop"} in [
+            d.model_dump() for d in schema.dropped
+        ]
+        assert dropped not in [field.name for field in form_fields(schema)]  # the UI form
+    # The API refuses the dropped column as an unknown field.
+    validator = RequestValidator(schema, max_rows=10)
+    row = {**schema.example_row(), "year": 2008}
+    with pytest.raises(Exception, match="1 invalid value") as err:
+        validator.validate({"rows": [row]})
+    assert "unknown field 'year'" in str(err.value.details)  # type: ignore[attr-defined]
 
 
 def test_refused_data_stops_the_pipeline_and_writes_nothing(make_repo) -> None:
