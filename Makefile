@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 PORT ?= 3000
 HOST ?= 0.0.0.0
+# make serve: BentoML worker processes (an integer or cpu_count); service.py reads it.
+WORKERS ?= $(or $(TABSERVE_WORKERS),1)
 MODEL ?= tabserve
 MODEL_TAG ?= $(MODEL):latest
 COMMA := ,
@@ -34,7 +36,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: PORT=$(PORT) HOST=$(HOST) MODEL=$(MODEL) BENTOML_HOME=$(BENTOML_HOME)"
+	@echo "Variables: PORT=$(PORT) HOST=$(HOST) WORKERS=$(WORKERS) MODEL=$(MODEL) BENTOML_HOME=$(BENTOML_HOME)"
 
 $(UV):
 	@echo ">> installing uv (not found on PATH)"
@@ -48,10 +50,11 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
 
 .PHONY: system-deps
-system-deps: ## Debian packages the tests use, if missing: chromium (UI test), postgresql (scale-out test)
+system-deps: ## Debian packages the tests use, if missing: chromium (UI), postgresql (tuning), redis-server (auth state)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -76,10 +79,10 @@ model: setup ## Train only if the BentoML store has no model yet
 	fi
 
 .PHONY: serve
-serve: model ## Set up, train if no model exists, then serve on PORT (default 3000)
+serve: model ## Set up, train if no model exists, then serve on PORT (default 3000) with WORKERS workers
 	$(BIN)/tabserve init-local --base-url http://localhost:$(PORT)
 	$(BIN)/tabserve check
-	$(BIN)/bentoml serve service:Tabserve --host $(HOST) --port $(PORT)
+	TABSERVE_WORKERS=$(WORKERS) $(BIN)/bentoml serve service:Tabserve --host $(HOST) --port $(PORT)
 
 .PHONY: requirements
 requirements: setup ## Export the runtime requirements (no training/test tools) from uv.lock to build/

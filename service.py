@@ -33,9 +33,11 @@ from tabserve.predictor import Predictor
 from tabserve.settings import (
     fail_fast_in_production,
     load_batching_settings,
+    load_server_settings,
     load_settings,
     model_tag_from_env,
 )
+from tabserve.state import MEMORY_URL
 from tabserve.validation import RequestValidator
 from ui.mount import create_ui_app
 
@@ -43,8 +45,13 @@ logger = logging.getLogger("tabserve.service")
 # Declared, BentoML's response media type is not derived again from a JSON schema that it
 # rebuilds for every response (5 % of the CPU per request under load).
 Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
-# BentoML fixes the batching knobs in the decorator, so they are read here (env only).
+# BentoML fixes the batching knobs and the workers in the decorators, so they are read
+# here (env only): TABSERVE_WORKERS, TABSERVE_BATCH_*, TABSERVE_TRUSTED_PROXIES.
 BATCHING = load_batching_settings()
+SERVER = load_server_settings()
+# uvicorn reads its trusted proxies when each worker starts, after importing this module.
+if (_replaced := SERVER.apply_trusted_proxies()) is not None:
+    logger.warning(_replaced)
 # BentoML's supervisor restarts a worker whose start-up fails, forever; in production a
 # missing or short secret must stop `bentoml serve` itself, so it is checked on import.
 fail_fast_in_production()
@@ -80,7 +87,7 @@ ui_app = create_ui_app(serving_instance)
 
 @bentoml.asgi_app(ui_app, path="/", name="ui")
 @bentoml.asgi_app(card_app, path="/")
-@bentoml.service(name="tabserve", traffic={"timeout": 60})
+@bentoml.service(name="tabserve", traffic={"timeout": 60}, workers=SERVER.workers)
 class Tabserve:
     """Predictions, explanations and the model card of the served champion."""
 
@@ -89,7 +96,13 @@ class Tabserve:
     def __init__(self) -> None:
         self.settings = load_settings()
         logging.getLogger("tabserve").setLevel(self.settings.log_level)
-        _ = self.settings.verification_key  # a bad secret stops start-up here
+        _ = self.settings.verification_keys  # a bad (current or previous) key stops start-up
+        if SERVER.workers != 1 and self.settings.state_url == MEMORY_URL:
+            logger.warning(
+                "TABSERVE_WORKERS=%s with TABSERVE_STATE_URL=memory://: each worker keeps its "
+                "own login throttle and revocations; set a redis:// state store to share them",
+                SERVER.workers,
+            )
         stored = self.model_ref
         self.refused: str | None = None
         try:
