@@ -128,7 +128,7 @@ loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DUR
 	@echo ">> stats: $(LOAD_RESULTS)/loadtest_stats.csv, report: $(LOAD_RESULTS)/loadtest.html"
 
 .PHONY: bench
-bench: model ## Benchmark: the same Locust load on tabserve and 4 baselines → load_tests/results/report.md
+bench: model ## Benchmark: tabserve and 4 baselines under the same Locust load, and a login flood → load_tests/results/report.md
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
 .PHONY: lint
