@@ -246,14 +246,13 @@ async def check_not_revoked(store: StateStore, claims: Claims) -> None:
         NotReadyError: when the state store cannot be reached (fail closed).
     """
     try:
-        revoked = await store.revoked(REVOKED_JTI, claims.jti) is not None
-        if not revoked:
-            since = await store.revoked(REVOKED_SUB, claims.sub)
-            revoked = since is not None and claims.iat <= since
+        token, since = await store.revoked_many(
+            [(REVOKED_JTI, claims.jti), (REVOKED_SUB, claims.sub)]
+        )
     except StateStoreError as exc:
         logger.error("token check refused: %s", exc)
         raise NotReadyError("the token check is unavailable; retry shortly") from None
-    if revoked:
+    if token is not None or (since is not None and claims.iat <= since):
         auth_metrics().revoked()
         raise UnauthenticatedError("token revoked (sign in again)")
 

@@ -114,6 +114,9 @@ class StateStore(Protocol):
     async def revoked(self, kind: str, ident: str) -> float | None:
         """The value recorded for a revoked ``ident``, or None if it is not revoked."""
 
+    async def revoked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
+        """:meth:`revoked` for several (kind, ident) pairs at once (one round trip)."""
+
     async def aclose(self) -> None:
         """Close connections (nothing to do in memory)."""
 
@@ -222,6 +225,9 @@ class MemoryStateStore(_LimitsStore):
             return None
         return entry[1]
 
+    async def revoked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
+        return [await self.revoked(kind, ident) for kind, ident in keys]
+
     async def aclose(self) -> None:
         return None
 
@@ -298,6 +304,10 @@ class RedisStateStore(_LimitsStore):
     async def revoked(self, kind: str, ident: str) -> float | None:
         found = await self._guarded(self._redis().get(self._key(kind, ident)))
         return None if found is None else float(found)
+
+    async def revoked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
+        found = await self._guarded(self._redis().mget([self._key(k, i) for k, i in keys]))
+        return [None if value is None else float(value) for value in found]
 
     async def ping(self) -> None:
         """Raise :class:`StateStoreError` unless Redis answers."""

@@ -61,6 +61,8 @@ def test_revocations_are_shared_and_expire_with_the_token(redis_url: str) -> Non
             await writer.revoke("sub", "bob", ttl_s=60, value=1234.5)
             seen = await reader.revoked("jti", "abc123")
             sub = await reader.revoked("sub", "bob")
+            both = await reader.revoked_many([("jti", "abc123"), ("sub", "nobody")])
+            assert both == [1.0, None]
             await asyncio.sleep(1.2)
             return seen, sub, await reader.revoked("jti", "abc123")
         finally:

@@ -254,3 +254,28 @@ def test_previous_rs256_public_keys_verify_while_listed(tmp_path: Path) -> None:
     )
     with pytest.raises(UnauthenticatedError, match="key id"):
         verify_token(dropped, old_token)
+
+
+def test_revoking_a_subject_refuses_its_earlier_tokens_only(settings: Settings) -> None:
+    import asyncio
+
+    from tabserve.auth import Claims, check_not_revoked, revoke_subject, revoke_token_id
+    from tabserve.state import MemoryStateStore
+
+    store = MemoryStateStore()
+    before = verify_token(settings, issue_token(settings, "bob", ["predict"])[0])
+
+    async def run() -> None:
+        await check_not_revoked(store, before)  # nothing revoked yet
+        await revoke_subject(store, "bob", settings)
+        with pytest.raises(UnauthenticatedError, match="revoked"):
+            await check_not_revoked(store, before)
+        later = Claims("bob", ("predict",), "j-later", before.exp, iat=int(time.time()) + 1)
+        await check_not_revoked(store, later)  # issued after: a re-added bob logs in again
+        other = Claims("alice", ("predict",), "j-alice", before.exp, iat=before.iat)
+        await check_not_revoked(store, other)
+        await revoke_token_id(store, "j-alice", ttl_s=60)
+        with pytest.raises(UnauthenticatedError, match="revoked"):
+            await check_not_revoked(store, other)
+
+    asyncio.run(run())
