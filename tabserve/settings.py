@@ -234,7 +234,7 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_s: int = Field(default=300, ge=1, le=86_400)
     login_concurrency: int = Field(default=1, ge=1, le=64)
-    login_queue_timeout_s: float = Field(default=5.0, ge=0, le=120)
+    login_queue_timeout_s: float = Field(default=5.0, ge=0.1, le=120)
     argon2_time_cost: int = Field(default=ARGON2_TIME_COST, ge=1, le=50)
     argon2_memory_kib: int = Field(default=ARGON2_MEMORY_KIB, ge=8, le=MAX_LOGIN_MEMORY_KIB)
     argon2_parallelism: int = Field(default=ARGON2_PARALLELISM, ge=1, le=16)
