@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 PORT ?= 3000
 HOST ?= 0.0.0.0
+# make serve: BentoML worker processes (an integer or cpu_count); service.py reads it.
+WORKERS ?= $(or $(TABSERVE_WORKERS),1)
 MODEL ?= tabserve
 MODEL_TAG ?= $(MODEL):latest
 COMMA := ,
@@ -36,7 +38,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: PORT=$(PORT) HOST=$(HOST) MODEL=$(MODEL) BENTOML_HOME=$(BENTOML_HOME)"
+	@echo "Variables: PORT=$(PORT) HOST=$(HOST) WORKERS=$(WORKERS) MODEL=$(MODEL) BENTOML_HOME=$(BENTOML_HOME)"
 
 $(UV):
 	@echo ">> installing uv (not found on PATH)"
@@ -50,11 +52,12 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
 
 .PHONY: system-deps
-system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, prometheus, a container engine
+system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, redis-server, prometheus, a container engine
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -80,10 +83,10 @@ model: setup ## Train only if the BentoML store has no model yet
 	fi
 
 .PHONY: serve
-serve: model ## Set up, train if no model exists, then serve on PORT (default 3000)
+serve: model ## Set up, train if no model exists, then serve on PORT (default 3000) with WORKERS workers
 	$(BIN)/tabserve init-local --base-url http://localhost:$(PORT)
 	$(BIN)/tabserve check
-	$(BIN)/tabserve serve --host $(HOST) --port $(PORT)
+	TABSERVE_WORKERS=$(WORKERS) $(BIN)/tabserve serve --host $(HOST) --port $(PORT)
 
 .PHONY: requirements
 requirements: setup ## Export the runtime requirements (no training/test tools) from uv.lock to build/
@@ -143,7 +146,7 @@ loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DUR
 	@echo ">> stats: $(LOAD_RESULTS)/loadtest_stats.csv, report: $(LOAD_RESULTS)/loadtest.html"
 
 .PHONY: bench
-bench: model ## Benchmark: the same Locust load on tabserve and 4 baselines → load_tests/results/report.md
+bench: model ## Benchmark: tabserve and 4 baselines under the same Locust load, and a login flood → load_tests/results/report.md
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
 .PHONY: prometheus-rule

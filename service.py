@@ -35,16 +35,20 @@ from tabserve.settings import (
     SettingsError,
     check_startup,
     load_batching_settings,
+    load_server_settings,
     load_settings,
     model_tag_from_env,
 )
+from tabserve.state import MEMORY_URL
 from tabserve.validation import RequestValidator
 from ui.mount import create_ui_app
 
 logger = logging.getLogger("tabserve.service")
-# Both checked on import, in every process of `bentoml serve`:
+# Read and checked on import, in every process of `bentoml serve`:
 # - BentoML sets up logging before it imports this module; switching the format here
 #   (TABSERVE_LOG_FORMAT) covers the supervisor's lines too, which no worker reaches;
+# - BentoML fixes the batching knobs and the workers in the decorators below
+#   (TABSERVE_BATCH_*, TABSERVE_WORKERS, TABSERVE_TRUSTED_PROXIES: env only);
 # - BentoML's supervisor restarts a worker whose start-up fails, forever: an invalid
 #   setting or a missing, short, unreadable or invalid secret or users file must stop
 #   `bentoml serve` itself, with the fix in the message and no stack trace.
@@ -53,13 +57,16 @@ try:
     configure_logging(_settings.log_format)
     for _warning in check_startup(_settings):
         logger.warning("%s", _warning)
+    BATCHING = load_batching_settings()
+    SERVER = load_server_settings()
 except SettingsError as _error:
     raise SystemExit(f"tabserve cannot start: {_error}") from None
 # Declared, BentoML's response media type is not derived again from a JSON schema that it
 # rebuilds for every response (5 % of the CPU per request under load).
 Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
-# BentoML fixes the batching knobs in the decorator, so they are read here (env only).
-BATCHING = load_batching_settings()
+# uvicorn reads its trusted proxies when each worker starts, after importing this module.
+if (_replaced := SERVER.apply_trusted_proxies()) is not None:
+    logger.warning(_replaced)
 # BentoML's request timeout keeps every finished request in memory for the whole
 # timeout; the fix must be in place before BentoML builds the app (tabserve/bentoml_fixes.py).
 bentoml_fixes.apply()
@@ -92,7 +99,7 @@ ui_app = create_ui_app(serving_instance)
 
 @bentoml.asgi_app(ui_app, path="/", name="ui")
 @bentoml.asgi_app(card_app, path="/")
-@bentoml.service(name="tabserve", traffic={"timeout": 60})
+@bentoml.service(name="tabserve", traffic={"timeout": 60}, workers=SERVER.workers)
 class Tabserve:
     """Predictions, explanations and the model card of the served champion."""
 
@@ -101,7 +108,13 @@ class Tabserve:
     def __init__(self) -> None:
         self.settings = load_settings()
         logging.getLogger("tabserve").setLevel(self.settings.log_level)
-        _ = self.settings.verification_key  # a bad secret stops start-up here
+        _ = self.settings.verification_keys  # a bad (current or previous) key stops start-up
+        if SERVER.workers != 1 and self.settings.state_url == MEMORY_URL:
+            logger.warning(
+                "TABSERVE_WORKERS=%s with TABSERVE_STATE_URL=memory://: each worker keeps its "
+                "own login throttle and revocations; set a redis:// state store to share them",
+                SERVER.workers,
+            )
         stored = self.model_ref
         self.refused: str | None = None
         try:

@@ -1,22 +1,31 @@
-"""JWT issue and verification, the login throttle, and the auth ASGI middleware.
+"""JWT issue and verification, revocation, and the auth ASGI middleware.
 
 Tokens are short-lived JWTs carrying ``sub``, ``scopes``, ``iss``, ``aud``,
 ``exp``, ``iat`` and ``jti``, and a ``kid`` header derived from the key
-(:attr:`Settings.key_id`). Verification pins the algorithm (so ``alg: none`` and
-algorithm confusion are refused), requires the current ``kid`` (a token signed
-before a key rotation is refused as such) and every one of those claims.
+(:attr:`Settings.key_id`). Tokens are signed with the current key only; verification
+pins the algorithm (so ``alg: none`` and algorithm confusion are refused), picks the
+key by ``kid`` among the current key and the previous ones still listed (a rotation
+overlap, :attr:`Settings.verification_keys`; an unknown ``kid`` is refused, never used
+to find a key), and requires every one of those claims. A verified token is then
+checked against the revocations in the state store (:mod:`tabserve.state`): its
+``jti`` (a logout, ``tabserve token revoke``), or its subject (a removed user).
 
 :class:`AuthMiddleware` is pure ASGI: BentoML turns exceptions raised in an API
 into its own 401/403 bodies, so the middleware answers auth failures itself,
 before any route (including mounted apps such as ``/ui``) is reached. It also
-serves the OAuth2 password flow at ``POST /auth/token``.
+serves the OAuth2 password flow at ``POST /auth/token``, behind the login defences of
+:mod:`tabserve.login_guard` (throttle, concurrency bound).
 
 The browser UI under ``/ui`` cannot send bearer headers, so it gets a cookie
 session: ``/ui/login`` (an HTML form checked against the same users file, with the
 same throttle) sets an HttpOnly, ``SameSite=Strict`` cookie, scoped to ``/ui``,
 that holds a short-lived JWT with its own audience. That cookie is accepted under
 ``/ui`` only; the API stays bearer-only, so a browser cannot be tricked into
-calling it (no CSRF).
+calling it (no CSRF). ``/ui/logout`` revokes the session's ``jti`` until it expires.
+
+The client address used by the throttle is the request's (``scope["client"]``), which
+uvicorn has already taken from ``X-Forwarded-For`` when, and only when, the peer is in
+``TABSERVE_TRUSTED_PROXIES`` (:meth:`tabserve.settings.ServerSettings.apply_trusted_proxies`).
 """
 
 from __future__ import annotations
@@ -24,13 +33,10 @@ from __future__ import annotations
 import hmac
 import html
 import logging
-import math
 import secrets
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +49,17 @@ from tabserve.errors import (
     MethodNotAllowedError,
     NotReadyError,
     RequestValidationError,
+    ServerBusyError,
     TooManyRequestsError,
     UnauthenticatedError,
     UnsupportedMediaTypeError,
 )
 from tabserve.gateway import StateProvider
+from tabserve.login_guard import LoginGuard
+from tabserve.metrics import auth_metrics
 from tabserve.settings import SCOPES, Settings
-from tabserve.users import UserError, UserRecord, UserStore, parse_scopes
+from tabserve.state import StateStore, StateStoreError, open_state
+from tabserve.users import UserError, UserRecord, UserStore, hasher_for, parse_scopes
 
 logger = logging.getLogger("tabserve.auth")
 
@@ -63,7 +73,10 @@ OPEN_PATHS = frozenset(
 OPEN_PREFIXES = ("/assets/", "/static_content/")
 # Routes that need a scope on top of a valid token; ``admin`` grants every scope.
 ROUTE_SCOPES = {"/predict": "predict", "/explain": "explain"}
-CLIENT_FAILURES_FACTOR = 10
+# Kinds of revocation in the state store: one token, or every token of a subject
+# issued up to the recorded time.
+REVOKED_JTI = "jti"
+REVOKED_SUB = "sub"
 
 # The browser UI: a cookie session, accepted under UI_PREFIX only.
 UI_PREFIX = "/ui"
@@ -78,6 +91,8 @@ _LOGIN_MESSAGES = {
     "expired": "Your session has expired; please log in again.",
     "scope": f"This account lacks the {UI_SCOPE!r} scope the UI needs.",
     "csrf": "The login form expired; please try again.",
+    "busy": "The server is busy with other logins; please try again in a moment.",
+    "unavailable": "Logins are unavailable right now; please try again shortly.",
     "logout": "You are logged out.",
 }
 
@@ -90,6 +105,7 @@ class Claims:
     scopes: tuple[str, ...]
     jti: str
     exp: int
+    iat: int = 0
 
     def allows(self, scope: str) -> bool:
         """Whether the token grants ``scope`` (``admin`` grants all)."""
@@ -156,13 +172,15 @@ def verify_token(settings: Settings, token: str, *, audience: str | None = None)
         raise UnauthenticatedError("malformed token") from None
     if header.get("alg") != settings.jwt_algorithm:
         raise UnauthenticatedError("token algorithm not accepted")
-    if header.get("kid") != settings.key_id:
-        # Missing, from a rotated-out key, or pointing anywhere else: never used to find a key.
+    key = settings.verification_keys.get(str(header.get("kid")))
+    if key is None:
+        # Missing, from a rotated-out key, or pointing anywhere else: only ever looked up
+        # among the configured keys, never used to find one.
         raise UnauthenticatedError("token key id not accepted (sign in again)")
     try:
         payload = jwt.decode(
             token,
-            settings.verification_key,
+            key,
             algorithms=[settings.jwt_algorithm],
             audience=settings.jwt_audience if audience is None else audience,
             issuer=settings.jwt_issuer,
@@ -193,6 +211,7 @@ def verify_token(settings: Settings, token: str, *, audience: str | None = None)
         scopes=tuple(s for s in scopes if s in SCOPES),
         jti=str(payload["jti"]),
         exp=int(payload["exp"]),
+        iat=int(payload["iat"]),
     )
 
 
@@ -208,58 +227,34 @@ def verify_session_token(settings: Settings, token: str) -> Claims:
     return verify_token(settings, token, audience=settings.ui_session_audience)
 
 
-class LoginThrottle:
-    """Counts failed logins per key in a sliding window and refuses when over the limit.
+async def revoke_token_id(store: StateStore, jti: str, ttl_s: int) -> None:
+    """Refuse the token ``jti`` from now on; kept ``ttl_s`` seconds (its remaining life)."""
+    await store.revoke(REVOKED_JTI, jti, max(1, ttl_s))
 
-    In memory, per worker process: a limit of N per worker is at most N x workers
-    overall, which still stops online password guessing.
 
-    Args:
-        max_failures: failures tolerated in the window.
-        window_s: length of the sliding window in seconds.
-        clock: time source (seconds).
+async def revoke_subject(store: StateStore, sub: str, settings: Settings) -> None:
+    """Refuse every token of ``sub`` issued until now (a removed user), for as long as
+    any of them could still be valid."""
+    await store.revoke(REVOKED_SUB, sub, settings.longest_token_ttl_s, value=time.time())
+
+
+async def check_not_revoked(store: StateStore, claims: Claims) -> None:
+    """Raise if ``claims``' token, or every token of its subject, was revoked.
+
+    Raises:
+        UnauthenticatedError: for a revoked token.
+        NotReadyError: when the state store cannot be reached (fail closed).
     """
-
-    def __init__(
-        self, max_failures: int, window_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        stamps = self._failures.setdefault(key, deque())
-        while stamps and stamps[0] <= now - self.window_s:
-            stamps.popleft()
-        return stamps
-
-    def check(self, key: str) -> None:
-        """Raise if ``key`` has used up its failures.
-
-        Raises:
-            TooManyRequestsError: with ``Retry-After`` set to when the oldest failure expires.
-        """
-        now = self._clock()
-        with self._lock:
-            stamps = self._recent(key, now)
-            if len(stamps) >= self.max_failures:
-                retry = math.ceil(stamps[0] + self.window_s - now)
-                raise TooManyRequestsError(
-                    "too many failed logins; retry later", retry_after_s=retry
-                )
-
-    def record_failure(self, key: str) -> None:
-        """Count one failed attempt against ``key``."""
-        now = self._clock()
-        with self._lock:
-            self._recent(key, now).append(now)
-
-    def reset(self, key: str) -> None:
-        """Forget the failures of ``key`` (after a successful login)."""
-        with self._lock:
-            self._failures.pop(key, None)
+    try:
+        token, since = await store.revoked_many(
+            [(REVOKED_JTI, claims.jti), (REVOKED_SUB, claims.sub)]
+        )
+    except StateStoreError as exc:
+        logger.error("token check refused: %s", exc)
+        raise NotReadyError("the token check is unavailable; retry shortly") from None
+    if token is not None or (since is not None and claims.iat <= since):
+        auth_metrics().revoked()
+        raise UnauthenticatedError("token revoked (sign in again)")
 
 
 def is_open_path(path: str) -> bool:
@@ -317,7 +312,8 @@ class AuthMiddleware:
     def __init__(self, app: Any, state: StateProvider) -> None:
         self.app = app
         self.state = state
-        self._throttles: tuple[LoginThrottle, LoginThrottle] | None = None
+        self._store: StateStore | None = None
+        self._guard: LoginGuard | None = None
         self._users: UserStore | None = None
 
     def _settings(self) -> Settings:
@@ -326,16 +322,21 @@ class AuthMiddleware:
             raise NotReadyError("the service is starting; retry shortly")
         return serving.settings
 
-    def _throttle(self, settings: Settings) -> tuple[LoginThrottle, LoginThrottle]:
-        if self._throttles is None:
-            failures, window = settings.login_max_failures, settings.login_window_s
-            # Per user name and client, plus a looser per-client limit against a
-            # client cycling through user names.
-            self._throttles = (
-                LoginThrottle(failures, window),
-                LoginThrottle(failures * CLIENT_FAILURES_FACTOR, window),
-            )
-        return self._throttles
+    def _state_store(self, settings: Settings) -> StateStore:
+        # Opened in the worker, on first use: a Redis client belongs to this event loop.
+        if self._store is None:
+            self._store = open_state(settings.state_url, settings.state_max_keys)
+            logger.info("auth state (login throttle, revocations): %s", self._store.description)
+        return self._store
+
+    def _login_guard(self, settings: Settings) -> LoginGuard:
+        if self._guard is None:
+            self._guard = LoginGuard(settings, self._state_store(settings))
+        return self._guard
+
+    async def _verified(self, settings: Settings, claims: Claims) -> Claims:
+        await check_not_revoked(self._state_store(settings), claims)
+        return claims
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -352,7 +353,8 @@ class AuthMiddleware:
             await self._ui(scope, receive, send)
             return
         token = bearer_token(scope["headers"])
-        claims = verify_token(self._settings(), token)
+        settings = self._settings()
+        claims = await self._verified(settings, verify_token(settings, token))
         needed = ROUTE_SCOPES.get(path.rstrip("/") or "/")
         if needed is not None and not claims.allows(needed):
             raise ForbiddenError(f"this route needs the {needed!r} scope", scope=needed)
@@ -362,29 +364,21 @@ class AuthMiddleware:
     async def _authenticate(
         self, settings: Settings, scope: dict[str, Any], username: str, password: str
     ) -> UserRecord:
-        """Check a password against the users file, behind the failed-login throttle.
+        """Check a password against the users file, behind the login guard.
 
         Raises:
-            TooManyRequestsError: when this user and client (or this client) failed too often.
+            TooManyRequestsError: when this user and client (or this client) failed too
+                often, or (:class:`ServerBusyError`) when no verification slot freed in time.
             InvalidCredentialsError: for an unknown user or a wrong password.
+            NotReadyError: when the state store cannot be reached.
         """
-        import anyio.to_thread
-
-        user_throttle, client_throttle = self._throttle(settings)
         client = (scope.get("client") or ("unknown", 0))[0]
-        user_key = f"{username.lower()}|{client}"
-        user_throttle.check(user_key)
-        client_throttle.check(client)
         if self._users is None:  # the file is re-read on every login: edits apply at once
-            self._users = UserStore(settings.resolved_users_file)
-        record = await anyio.to_thread.run_sync(self._users.authenticate, username, password)
-        if record is None:
-            user_throttle.record_failure(user_key)
-            client_throttle.record_failure(client)
-            logger.warning("failed login for user %r from %s", username, client)
-            raise InvalidCredentialsError()
-        user_throttle.reset(user_key)
-        return record
+            self._users = UserStore(settings.resolved_users_file, hasher_for(settings))
+        users = self._users
+        return await self._login_guard(settings).check(
+            username, client, lambda: users.authenticate(username, password)
+        )
 
     async def _token_endpoint(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         from starlette.requests import Request
@@ -423,7 +417,7 @@ class AuthMiddleware:
                 raise RequestValidationError(str(exc)) from None
             scopes = [s for s in scopes if s in requested]
         token, expires_in = issue_token(settings, username, scopes)
-        logger.info("issued a token to %r with scopes %s", username, scopes)
+        logger.info("issued a token to %r with scopes %s (jti %s)", username, scopes, _jti(token))
         response = JSONResponse(
             {
                 "access_token": token,
@@ -443,12 +437,13 @@ class AuthMiddleware:
             await self._login(scope, receive, send)
             return
         if path == UI_LOGOUT_PATH:
+            await self._logout(scope)
             await _redirect(scope, receive, send, _login_url(scope, "logout"), clear_session=True)
             return
         settings = self._settings()
         headers = scope["headers"]
         if _has_header(headers, b"authorization"):  # API clients may script the UI's API
-            claims = verify_token(settings, bearer_token(headers))
+            claims = await self._verified(settings, verify_token(settings, bearer_token(headers)))
         else:
             cookie = request_cookie(headers, SESSION_COOKIE)
             try:
@@ -457,7 +452,7 @@ class AuthMiddleware:
                         f"log in at {UI_LOGIN_PATH} (or send a bearer token)",
                         error="invalid_request",
                     )
-                claims = verify_session_token(settings, cookie)
+                claims = await self._verified(settings, verify_session_token(settings, cookie))
             except UnauthenticatedError:
                 if _wants_page(scope):  # a person at the browser: show the login form
                     reason = "expired" if cookie is not None else None
@@ -472,6 +467,25 @@ class AuthMiddleware:
         state["tabserve_sub"] = claims.sub
         state["tabserve_scopes"] = claims.scopes
         await self.app(scope, receive, send)
+
+    async def _logout(self, scope: dict[str, Any]) -> None:
+        """Revoke the session of the request's cookie (if it is a valid one) until it
+        would have expired, so a copy of the cookie is refused from now on."""
+        cookie = request_cookie(scope["headers"], SESSION_COOKIE)
+        if cookie is None:
+            return
+        settings = self._settings()
+        try:
+            claims = verify_session_token(settings, cookie)
+        except UnauthenticatedError:
+            return  # expired or forged: nothing to revoke
+        ttl = claims.exp - int(time.time()) + settings.jwt_leeway_s
+        try:
+            await revoke_token_id(self._state_store(settings), claims.jti, ttl)
+        except StateStoreError as exc:
+            logger.error("logout of %r could not revoke its session: %s", claims.sub, exc)
+            raise NotReadyError("logout is unavailable; retry shortly") from None
+        logger.info("UI session of %r ended (jti %s revoked for %d s)", claims.sub, claims.jti, ttl)
 
     async def _login(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``GET /ui/login``: the form; ``POST``: check the password, start a session.
@@ -522,8 +536,14 @@ class AuthMiddleware:
             return
         try:
             record = await self._authenticate(settings, scope, username, password)
+        except ServerBusyError:
+            await _redirect(scope, receive, send, _login_url(scope, "busy"))
+            return
         except TooManyRequestsError:
             await _redirect(scope, receive, send, _login_url(scope, "throttled"))
+            return
+        except NotReadyError:
+            await _redirect(scope, receive, send, _login_url(scope, "unavailable"))
             return
         except InvalidCredentialsError:
             await _redirect(scope, receive, send, _login_url(scope, "invalid"))
@@ -533,7 +553,7 @@ class AuthMiddleware:
             await _redirect(scope, receive, send, _login_url(scope, "scope"))
             return
         token, ttl = issue_session_token(settings, username, record.scopes)
-        logger.info("started a UI session for %r (%d s)", username, ttl)
+        logger.info("started a UI session for %r (%d s, jti %s)", username, ttl, _jti(token))
         await _redirect(
             scope,
             receive,
@@ -541,6 +561,11 @@ class AuthMiddleware:
             scope.get("root_path", "") + UI_PREFIX + "/",
             session=(token, ttl, _secure_cookie(settings, scope)),
         )
+
+
+def _jti(token: str) -> str:
+    """The ``jti`` of a token this service just signed (for the log: not a secret)."""
+    return str(jwt.decode(token, options={"verify_signature": False}).get("jti"))
 
 
 _PAGE_HEADERS = {
@@ -662,13 +687,15 @@ __all__ = [
     "UI_SCOPE",
     "AuthMiddleware",
     "Claims",
-    "LoginThrottle",
     "bearer_token",
+    "check_not_revoked",
     "is_open_path",
     "is_ui_path",
     "issue_session_token",
     "issue_token",
     "request_cookie",
+    "revoke_subject",
+    "revoke_token_id",
     "verify_session_token",
     "verify_token",
 ]

@@ -7,6 +7,7 @@ Examples::
     tabserve users remove alice
     tabserve users list
     tabserve token --sub ci --scopes predict               # prints a signed JWT
+    tabserve token revoke <jti or token>                   # refused from now on (Redis state)
     tabserve init-local                                    # local secret + demo user
     tabserve check                                         # can the service start?
     tabserve serve --port 3000                             # bentoml serve, with our settings
@@ -15,21 +16,31 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tabserve.settings import (
     DEMO_PASSWORD_FILE_NAME,
+    MAX_TOKEN_TTL_S,
     Settings,
     SettingsError,
     check_startup,
     load_settings,
 )
-from tabserve.users import UserError, UserStore, parse_scopes
+from tabserve.state import MEMORY_URL, StateStoreError, open_state
+from tabserve.users import UserError, UserStore, hasher_for, parse_scopes
+
+_MEMORY_NOTE = (
+    "TABSERVE_STATE_URL is memory://: each running worker keeps its revocations in its "
+    "own memory, out of this command's reach"
+)
 
 DEMO_USER = "demo"
 DEMO_SCOPES = ("predict", "explain")
@@ -48,7 +59,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _users_add(settings: Settings, args: argparse.Namespace) -> int:
-    store = UserStore(settings.resolved_users_file)
+    store = UserStore(settings.resolved_users_file, hasher_for(settings))
     record = store.add(args.name, _read_password(args), args.scopes)
     print(f"user {args.name!r} saved in {store.path} with scopes {record.scopes}")
     return 0
@@ -58,7 +69,28 @@ def _users_remove(settings: Settings, args: argparse.Namespace) -> int:
     store = UserStore(settings.resolved_users_file)
     store.remove(args.name)
     print(f"user {args.name!r} removed from {store.path}")
+    if settings.state_url == MEMORY_URL:
+        print(
+            f"note: {_MEMORY_NOTE}; the user's tokens already issued stay valid until they "
+            f"expire (at most {settings.token_ttl_s} s for API tokens)",
+            file=sys.stderr,
+        )
+        return 0
+    from tabserve.auth import revoke_subject
+
+    asyncio.run(_with_store(settings, lambda store: revoke_subject(store, args.name, settings)))
+    print(f"every token issued to {args.name!r} until now is refused from now on")
     return 0
+
+
+async def _with_store(settings: Settings, action: Any) -> None:
+    store = open_state(settings.state_url, settings.state_max_keys)
+    try:
+        await action(store)
+    except StateStoreError as exc:
+        raise SettingsError(str(exc)) from None
+    finally:
+        await store.aclose()
 
 
 def _users_list(settings: Settings, _: argparse.Namespace) -> int:
@@ -68,10 +100,43 @@ def _users_list(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
-    from tabserve.auth import issue_token
+    from tabserve.auth import issue_token, verify_token
 
-    token, _ = issue_token(settings, args.sub, parse_scopes(args.scopes), args.ttl)
+    if args.sub is None or args.scopes is None:
+        raise UserError("`tabserve token` needs --sub and --scopes (or: tabserve token revoke)")
+    if args.ttl is not None and not 1 <= args.ttl <= MAX_TOKEN_TTL_S:
+        raise UserError(f"--ttl must be between 1 and {MAX_TOKEN_TTL_S} seconds")
+    token, ttl = issue_token(settings, args.sub, parse_scopes(args.scopes), args.ttl)
     print(token)
+    # On stderr, so `TOKEN=$(tabserve token …)` captures the token alone.
+    claims = verify_token(settings, token)
+    print(
+        f"jti {claims.jti}, expires in {ttl} s (revoke: tabserve token revoke {claims.jti})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from tabserve.auth import revoke_token_id, verify_token
+    from tabserve.errors import UnauthenticatedError
+
+    if settings.state_url == MEMORY_URL:
+        raise SettingsError(
+            f"{_MEMORY_NOTE}: revoking needs a shared state store "
+            "(TABSERVE_STATE_URL=redis://host:port/db, the same as the service's)"
+        )
+    given = args.token.strip()
+    if given.count(".") == 2:  # a whole token: its own jti and expiry
+        try:
+            claims = verify_token(settings, given)
+        except UnauthenticatedError as exc:  # expired (nothing to revoke) or not ours
+            raise UserError(f"not a valid token of this service: {exc.message}") from None
+        jti, ttl = claims.jti, claims.exp - int(time.time()) + settings.jwt_leeway_s
+    else:
+        jti, ttl = given, settings.longest_token_ttl_s
+    asyncio.run(_with_store(settings, lambda store: revoke_token_id(store, jti, ttl)))
+    print(f"token {jti} revoked (kept {ttl} s, until it would have expired)")
     return 0
 
 
@@ -137,7 +202,8 @@ def _init_local(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def check_serving(settings: Settings) -> list[str]:
-    """Check that the service can start: usable JWT key, model present and intact.
+    """Check that the service can start: usable JWT keys and users file, the state store
+    answers, the model is present and intact.
 
     Raises:
         SettingsError: for an unusable key, or a model that is missing, corrupt or
@@ -146,8 +212,15 @@ def check_serving(settings: Settings) -> list[str]:
     from tabserve.bundle import BundleIntegrityError
     from tabserve.predictor import Predictor
 
-    _ = settings.verification_key
-    warnings = [f"warning: {w}" for w in check_startup(settings)]
+    _ = settings.verification_keys
+    messages = [f"warning: {w}" for w in check_startup(settings)]
+    if settings.state_url != MEMORY_URL:
+
+        async def ping(store: Any) -> None:
+            await store.ping()
+
+        asyncio.run(_with_store(settings, ping))
+        messages.append(f"ok: state store {open_state(settings.state_url).description} answers")
     try:
         import bentoml
         from bentoml.exceptions import NotFound
@@ -165,7 +238,7 @@ def check_serving(settings: Settings) -> list[str]:
         raise SettingsError(f"model {stored.tag} cannot be served: {exc}") from None
     lineage = predictor.lineage
     return [
-        *warnings,
+        *messages,
         f"ok: serving {stored.tag} (registry version {lineage.registry_version}, "
         f"run {lineage.mlflow_run_id}, {len(predictor.schema.features)} features, "
         f"classes {predictor.classes})",
@@ -219,16 +292,28 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--scopes", required=True, help="comma-separated: predict,explain,admin")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.set_defaults(handler=_users_add)
-    remove = users.add_parser("remove", help="remove a user")
+    remove = users.add_parser(
+        "remove", help="remove a user (and revoke their tokens, with a redis:// state store)"
+    )
     remove.add_argument("name")
     remove.set_defaults(handler=_users_remove)
     users.add_parser("list", help="list users and scopes").set_defaults(handler=_users_list)
 
-    token = commands.add_parser("token", help="print a signed token (for automation)")
-    token.add_argument("--sub", required=True, help="subject (user or client name)")
-    token.add_argument("--scopes", required=True, help="comma-separated scopes")
-    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    token = commands.add_parser(
+        "token", help="print a signed token (for automation), or revoke one"
+    )
+    token.add_argument("--sub", help="subject (user or client name)")
+    token.add_argument("--scopes", help="comma-separated scopes")
+    token.add_argument(
+        "--ttl", type=int, default=None, help=f"lifetime in seconds (at most {MAX_TOKEN_TTL_S})"
+    )
     token.set_defaults(handler=_token)
+    revoke = token.add_subparsers(dest="token_command").add_parser(
+        "revoke",
+        help="refuse a token from now on, everywhere (needs a redis:// TABSERVE_STATE_URL)",
+    )
+    revoke.add_argument("token", help="the token's jti (logged when it was issued) or the token")
+    revoke.set_defaults(handler=_token_revoke)
 
     local = commands.add_parser(
         "init-local", help="create a local secret and demo user if missing (development)"

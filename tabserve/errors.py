@@ -150,6 +150,16 @@ class TooManyRequestsError(ServiceError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
+class ServerBusyError(TooManyRequestsError):
+    """Every password-verification slot stayed taken for the whole queue timeout."""
+
+    code = "busy"
+    default_message = "too many logins at once; retry in a moment"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+
+
 class InternalError(ServiceError):
     """Anything unexpected. The message never carries the exception text."""
 

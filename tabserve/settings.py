@@ -9,15 +9,20 @@ missing, short or placeholder secret is an error, never a silent default. In
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tabserve.state import DEFAULT_MAX_KEYS, MEMORY_URL, check_state_url
 
 MIN_SECRET_BYTES = 32
+# The longest lifetime any token may be given (`tabserve token --ttl` included).
+MAX_TOKEN_TTL_S = 86_400
 DEFAULT_LOCAL_DIR = Path(".tabserve")
 SECRET_FILE_NAME = "jwt_secret"
 USERS_FILE_NAME = "users.json"
@@ -41,8 +46,45 @@ _PLACEHOLDER_MARKERS = (
 )
 
 
+# OWASP's recommended minimum for argon2id (Password Storage Cheat Sheet): 19 MiB,
+# 2 passes, 1 lane. About 35 ms per verification on one core.
+ARGON2_TIME_COST = 2
+ARGON2_MEMORY_KIB = 19_456
+ARGON2_PARALLELISM = 1
+# The most memory the concurrent password verifications of one worker may take.
+MAX_LOGIN_MEMORY_KIB = 512 * 1024
+# What uvicorn reads for the peers whose X-Forwarded-* headers it trusts.
+UVICORN_TRUSTED_ENV = "FORWARDED_ALLOW_IPS"
+
+
 class SettingsError(RuntimeError):
     """The configuration cannot be used; the message says what to set."""
+
+
+def _split(value: Any) -> Any:
+    """A comma- or space-separated environment value as a list (lists pass through)."""
+    if isinstance(value, str):
+        return [item for item in value.replace(",", " ").split() if item]
+    return value
+
+
+def parse_trusted_proxies(value: Any) -> list[str]:
+    """Normalise ``TABSERVE_TRUSTED_PROXIES``: IP addresses or CIDR networks.
+
+    Raises:
+        ValueError: for anything that is not an address or a network (``*`` included:
+            trusting every peer would let any client choose its own address).
+    """
+    networks = []
+    for item in _split(value) or []:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8); "
+                "'*' is refused: list the proxies' networks"
+            ) from None
+    return networks
 
 
 class BatchingSettings(BaseSettings):
@@ -59,6 +101,62 @@ class BatchingSettings(BaseSettings):
     # BentoML cancels (503) a queued request whose estimated latency exceeds this
     # budget; a tight budget fails most requests under load, so it is generous.
     batch_max_latency_ms: int = Field(default=10_000, ge=10, le=600_000)
+
+
+class ServerSettings(BaseSettings):
+    """Process-level knobs read when ``service.py`` is imported (environment only).
+
+    BentoML fixes the number of workers in the ``@bentoml.service`` decorator, and
+    uvicorn reads its trusted proxies when each worker starts, right after importing
+    the service; so both are read at import, from the environment, with no other I/O.
+
+    Attributes:
+        workers: BentoML worker processes (an integer, or ``cpu_count``); each runs
+            the model with one XGBoost thread.
+        trusted_proxies: peers (addresses or CIDR networks) whose ``X-Forwarded-For``
+            and ``X-Forwarded-Proto`` are believed; empty: nobody's, the socket peer
+            is the client.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TABSERVE_", extra="ignore")
+
+    workers: int | Literal["cpu_count"] = 1
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("must be between 1 and 64, or cpu_count")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> list[str]:
+        return parse_trusted_proxies(value)
+
+    def apply_trusted_proxies(self) -> str | None:
+        """Make uvicorn trust exactly :attr:`trusted_proxies` (and no one by default).
+
+        uvicorn rewrites each request's client address and scheme from
+        ``X-Forwarded-For``/``X-Forwarded-Proto`` when the peer is in
+        ``FORWARDED_ALLOW_IPS``, which it reads when a worker builds its config, right
+        after importing the service; its own default trusts 127.0.0.1, which would let
+        any local process (or a sidecar that is no proxy) choose its client address.
+        ``TABSERVE_TRUSTED_PROXIES`` is the one setting: it replaces any other value.
+
+        Returns:
+            A warning to log when ``FORWARDED_ALLOW_IPS`` held another value, else None.
+        """
+        wanted = ",".join(self.trusted_proxies)
+        current = os.environ.get(UVICORN_TRUSTED_ENV)
+        os.environ[UVICORN_TRUSTED_ENV] = wanted
+        if current is not None and current != wanted:
+            return (
+                f"{UVICORN_TRUSTED_ENV}={current!r} replaced by TABSERVE_TRUSTED_PROXIES="
+                f"{wanted!r}: set the trusted proxies with TABSERVE_TRUSTED_PROXIES"
+            )
+        return None
 
 
 class Settings(BaseSettings):
@@ -80,8 +178,21 @@ class Settings(BaseSettings):
         local_dir: git-ignored folder for the generated local secret and demo user.
         max_rows: most rows accepted in one request.
         max_body_bytes: largest request body accepted.
-        login_max_failures: failed logins tolerated per user and client in the window.
-        login_window_s: sliding window of the failed-login throttle.
+        jwt_previous_secrets: earlier HS256 secrets still accepted for verification
+            (comma-separated), during a key rotation; tokens are signed with the current one.
+        jwt_previous_public_key_files: earlier RS256 public keys still accepted.
+        login_max_failures: failed logins tolerated per user and client in the window
+            (ten times as many per client, whatever the user names).
+        login_window_s: moving window of the failed-login throttle.
+        login_concurrency: password verifications running at once in one worker.
+        login_queue_timeout_s: how long a login waits for a verification slot before it
+            is refused (429, ``busy``).
+        argon2_time_cost: argon2id passes of new hashes (OWASP: 2).
+        argon2_memory_kib: argon2id memory of new hashes, KiB (OWASP: 19,456).
+        argon2_parallelism: argon2id lanes of new hashes (OWASP: 1).
+        state_url: where the login throttle and revoked tokens live: ``memory://`` (this
+            worker only) or ``redis://host:port/db`` (shared by all workers and replicas).
+        state_max_keys: most throttle keys and revoked ids the memory store tracks.
         log_level: level of the ``tabserve.*`` loggers (BentoML sets the root to WARNING).
         log_format: ``text`` (BentoML's lines, the default) or ``json`` (one JSON object a
             line with time, level, logger, message, request id and trace id; see
@@ -112,7 +223,7 @@ class Settings(BaseSettings):
     jwt_public_key_file: Path | None = None
     jwt_issuer: str = Field(default="tabserve", min_length=1)
     jwt_audience: str = Field(default="tabserve-api", min_length=1)
-    token_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    token_ttl_s: int = Field(default=900, ge=30, le=MAX_TOKEN_TTL_S)
     jwt_leeway_s: int = Field(default=10, ge=0, le=120)
 
     users_file: Path | None = None
@@ -124,11 +235,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    jwt_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    jwt_previous_public_key_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_s: int = Field(default=300, ge=1, le=86_400)
+    login_concurrency: int = Field(default=1, ge=1, le=64)
+    login_queue_timeout_s: float = Field(default=5.0, ge=0.1, le=120)
+    argon2_time_cost: int = Field(default=ARGON2_TIME_COST, ge=1, le=50)
+    argon2_memory_kib: int = Field(default=ARGON2_MEMORY_KIB, ge=8, le=MAX_LOGIN_MEMORY_KIB)
+    argon2_parallelism: int = Field(default=ARGON2_PARALLELISM, ge=1, le=16)
+    state_url: str = MEMORY_URL
+    state_max_keys: int = Field(default=DEFAULT_MAX_KEYS, ge=100, le=10_000_000)
 
     ui_enabled: bool = True
-    ui_session_ttl_s: int = Field(default=3600, ge=60, le=86_400)
+    ui_session_ttl_s: int = Field(default=3600, ge=60, le=MAX_TOKEN_TTL_S)
     ui_session_audience: str = Field(default="tabserve-ui", min_length=1)
     ui_cookie_secure: bool | None = None
     ui_max_upload_bytes: int = Field(default=960 * 1024, ge=1024, le=1 << 30)
@@ -142,6 +263,27 @@ class Settings(BaseSettings):
             raise ValueError("RS256 needs TABSERVE_JWT_PUBLIC_KEY_FILE")
         # The secret itself is resolved lazily (``signing_key``): the users CLI does not
         # need it, while the service resolves it at start-up so a bad one stops it there.
+        return self
+
+    @field_validator("jwt_previous_secrets", "jwt_previous_public_key_files", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        return check_state_url(value)
+
+    @model_validator(mode="after")
+    def _check_login_memory(self) -> Settings:
+        worst = self.login_concurrency * self.argon2_memory_kib
+        if worst > MAX_LOGIN_MEMORY_KIB:
+            raise ValueError(
+                f"TABSERVE_LOGIN_CONCURRENCY x TABSERVE_ARGON2_MEMORY_KIB is {worst // 1024} MiB "
+                f"per worker, over {MAX_LOGIN_MEMORY_KIB // 1024} MiB: a login flood would "
+                "take that much memory; lower one of them"
+            )
         return self
 
     @model_validator(mode="after")
@@ -201,10 +343,40 @@ class Settings(BaseSettings):
 
         Derived from the key (sha256 of a fixed prefix and the key, first 16 hex digits),
         so it changes when the key is rotated and tokens signed with an earlier key are
-        refused as such; it reveals nothing usable about an HS256 secret.
+        told apart; it reveals nothing usable about an HS256 secret.
         """
-        digest = hashlib.sha256(b"tabserve-kid\0" + self.verification_key.encode()).hexdigest()
+        return self._kid(self.verification_key)
+
+    def _kid(self, key: str) -> str:
+        digest = hashlib.sha256(b"tabserve-kid\0" + key.encode()).hexdigest()
         return f"{self.jwt_algorithm.lower()}-{digest[:16]}"
+
+    @cached_property
+    def verification_keys(self) -> dict[str, str]:
+        """Every key a token may be verified with, by ``kid``: the current key first,
+        then the previous ones still listed (``TABSERVE_JWT_PREVIOUS_SECRETS`` for HS256,
+        ``TABSERVE_JWT_PREVIOUS_PUBLIC_KEY_FILES`` for RS256).
+
+        Raises:
+            SettingsError: for a previous secret that is short or a placeholder, or a
+                previous public key file that cannot be read.
+        """
+        keys = {self.key_id: self.verification_key}
+        if self.jwt_algorithm == "RS256":
+            for path in self.jwt_previous_public_key_files:
+                key = read_private_file(path, "TABSERVE_JWT_PREVIOUS_PUBLIC_KEY_FILES")
+                keys.setdefault(self._kid(key), key)
+        else:
+            for secret in self.jwt_previous_secrets:
+                previous = check_secret(secret.get_secret_value())
+                keys.setdefault(self._kid(previous), previous)
+        return keys
+
+    @property
+    def longest_token_ttl_s(self) -> int:
+        """The longest any token may stay valid (``tabserve token --ttl`` included), with
+        the clock-skew leeway: how long to keep a revocation whose expiry is unknown."""
+        return MAX_TOKEN_TTL_S + self.jwt_leeway_s
 
     def _raw_secret(self) -> str:
         if self.jwt_secret is not None:
@@ -256,6 +428,18 @@ def load_settings() -> Settings:
             for err in exc.errors(include_url=False, include_input=False)
         )
         raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def load_server_settings() -> ServerSettings:
+    """Read the workers and trusted proxies; an invalid value stops the import clearly."""
+    try:
+        return ServerSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TABSERVE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise SettingsError(f"invalid server settings: {problems}") from None
 
 
 def load_batching_settings() -> BatchingSettings:
@@ -320,7 +504,7 @@ def check_startup(settings: Settings | None = None) -> list[str]:
     production = settings.env == "production"
     explicit_key = settings.jwt_secret is not None or settings.jwt_secret_file is not None
     if production or explicit_key or settings.jwt_algorithm == "RS256":
-        _ = settings.verification_key
+        _ = settings.verification_keys
     users = settings.resolved_users_file
     if not production and not users.exists():
         return [

@@ -11,18 +11,31 @@ Passwords are never stored or logged; only their argon2id hashes are.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tabserve.settings import SCOPES, SettingsError, read_private_file
+from tabserve.settings import (
+    ARGON2_MEMORY_KIB,
+    ARGON2_PARALLELISM,
+    ARGON2_TIME_COST,
+    SCOPES,
+    SettingsError,
+    read_private_file,
+)
 
+if TYPE_CHECKING:
+    from tabserve.settings import Settings
+
+logger = logging.getLogger("tabserve.users")
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 USERS_FILE_MODE = 0o640
 
@@ -70,9 +83,23 @@ def parse_scopes(scopes: str | Iterable[str]) -> list[str]:
     return [s for s in SCOPES if s in items]
 
 
-def password_hasher() -> PasswordHasher:
-    """The argon2id hasher (argon2-cffi's RFC 9106 low-memory profile)."""
-    return PasswordHasher()
+def password_hasher(
+    time_cost: int = ARGON2_TIME_COST,
+    memory_kib: int = ARGON2_MEMORY_KIB,
+    parallelism: int = ARGON2_PARALLELISM,
+) -> PasswordHasher:
+    """The argon2id hasher; OWASP's recommended minimum (19 MiB, 2 passes, 1 lane) by
+    default, rather than argon2-cffi's 64 MiB profile: a server verifies several at once.
+
+    Hashes made with other parameters still verify (argon2 reads them from the hash)."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+def hasher_for(settings: Settings) -> PasswordHasher:
+    """The hasher configured by ``TABSERVE_ARGON2_*``."""
+    return password_hasher(
+        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+    )
 
 
 def check_users_file(path: str | Path) -> UsersFile:
@@ -172,7 +199,11 @@ class UserStore:
         return self.load().users.get(name)
 
     def authenticate(self, name: str, password: str) -> UserRecord | None:
-        """The user's record if ``password`` is theirs, else None (same cost either way)."""
+        """The user's record if ``password`` is theirs, else None (same cost either way).
+
+        A right password whose hash was made with other argon2 parameters than the
+        hasher's is re-hashed with the current ones (see :meth:`rehash`).
+        """
         record = self.get(name)
         if record is None:
             if self._dummy_hash is None:
@@ -186,4 +217,30 @@ class UserStore:
             return None
         except (VerificationError, InvalidHashError):
             return None
+        if self.hasher.check_needs_rehash(record.password_hash):
+            self.rehash(name, record, password)
         return record
+
+    def rehash(self, name: str, record: UserRecord, password: str) -> bool:
+        """Store a new hash of ``password`` (just verified) with the current parameters.
+
+        Best effort: the users file is often a read-only mount (a Kubernetes or compose
+        secret); then the old hash stays, and keeps working. Returns whether it was saved.
+        """
+        try:
+            content = self.load()
+            current = content.users.get(name)
+            if current is None or current.password_hash != record.password_hash:
+                return False  # changed meanwhile (e.g. `tabserve users add`): keep theirs
+            current.password_hash = self.hasher.hash(password)
+            self.save(content)
+        except OSError as exc:
+            logger.warning(
+                "could not re-hash the password of %r with the current argon2 parameters "
+                "(%s): the old hash keeps working; re-run `tabserve users add` to update it",
+                name,
+                exc.strerror or exc,
+            )
+            return False
+        logger.info("re-hashed the password of %r with the current argon2 parameters", name)
+        return True

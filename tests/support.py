@@ -4,7 +4,9 @@
   into a given BentoML home exactly as the pipeline's ``import`` stage does, without
   touching the BentoML home of the test process itself;
 - :func:`serving` / :func:`running_server` start ``bentoml serve service:Tabserve``
-  on a free port and stop it (its whole process group) afterwards.
+  on a free port and stop it (its whole process group) afterwards;
+- :func:`redis_server` starts a real ``redis-server`` (Debian's, installed by
+  ``make system-deps``) on a free port, with no persistence, and stops it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +38,20 @@ from tabserve.schema import FeatureSchema, infer_schema
 REPO = Path(__file__).resolve().parents[1]
 JSON_TYPE = "application/json"
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
+# A cheap argon2 profile for tests whose logins are not about argon2's cost: the users are
+# hashed with it, and servers are told to use it (else the first login re-hashes them).
+CHEAP_ARGON2 = {
+    "TABSERVE_ARGON2_TIME_COST": "1",
+    "TABSERVE_ARGON2_MEMORY_KIB": "8192",
+    "TABSERVE_ARGON2_PARALLELISM": "1",
+}
+
+
+def cheap_hasher() -> Any:
+    """The argon2 hasher of :data:`CHEAP_ARGON2`."""
+    from tabserve.users import password_hasher
+
+    return password_hasher(1, 8192, 1)
 
 
 @dataclass(frozen=True)
@@ -294,3 +311,39 @@ def assert_stopped_gracefully(calls: list[Call], terminated: float) -> None:
     assert all(c.status in (None, 200, 503) for c in after), after
     assert all(c.ended - c.started < 30 for c in after)
     assert any(c.status is None for c in after)  # the port closed in the end
+
+
+@contextmanager
+def redis_server(directory: Path, timeout_s: float = 15) -> Iterator[str]:
+    """A throw-away ``redis-server`` on a free loopback port; yields its ``redis://`` URL."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).is_file():
+        raise RuntimeError("no redis-server: install Debian's redis-server (make system-deps)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = directory / "redis.log"
+    process = subprocess.Popen(
+        [
+            binary,
+            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)),
+            *("--save", "", "--appendonly", "no", "--logfile", str(log)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {log.read_text()[-2000:]}")
+            with suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_group(process, timeout=10)

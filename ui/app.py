@@ -269,6 +269,10 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
                     elem_id="ui-batch-preview",
                 )
 
+        # queue=False: each event is one plain HTTP request and answer. Gradio's queue
+        # keeps an event in the memory of the worker that took its `queue/join` and streams
+        # its result from there, so with several workers (TABSERVE_WORKERS) or replicas the
+        # stream, opened on another connection, would wait forever on another worker.
         outputs = [label_out, status_out, proba_plot, proba_raw, contrib_plot]
         gr.on(
             triggers=[predict_btn.click, blocks.load, *(c.change for c in inputs)],
@@ -277,12 +281,20 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
             outputs=outputs,
             trigger_mode="always_last",
             api_name="predict_form",
+            queue=False,
         )
-        example_btn.click(random_example, inputs=None, outputs=[*inputs, note])
-        upload.upload(score, inputs=upload, outputs=[batch_status, download, rejected, preview])
+        example_btn.click(random_example, inputs=None, outputs=[*inputs, note], queue=False)
+        upload.upload(
+            score,
+            inputs=upload,
+            outputs=[batch_status, download, rejected, preview],
+            api_name="score_csv",
+            queue=False,
+        )
         upload.clear(
             lambda: ("", None, _empty_rejected(), None),
             outputs=[batch_status, download, rejected, preview],
+            queue=False,
         )
     return blocks
 

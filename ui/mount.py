@@ -95,6 +95,10 @@ def build_host(serving: UIServingState) -> Any:
         host,
         blocks,
         path=UI_PREFIX,
+        # Gradio derives its public URL from each request's path when this is unset; for
+        # plain HTTP event calls (the UI's events do not use the queue: ui/app.py) it then
+        # drops the mount path from file links, so the mount path is given.
+        root_path=UI_PREFIX,
         footer_links=["api", "settings"],
         run_history=False,
         max_file_size=limits.max_upload_bytes,

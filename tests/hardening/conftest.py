@@ -19,7 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import TestModel, free_port, import_test_model, rsa_keys, running_server
+from tests.support import (
+    CHEAP_ARGON2,
+    TestModel,
+    cheap_hasher,
+    free_port,
+    import_test_model,
+    rsa_keys,
+    running_server,
+)
 
 PASSWORD = "hardening suite password"
 
@@ -56,18 +64,16 @@ def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
         "TABSERVE_USERS_FILE": str(root / "users.json"),
         "TABSERVE_LOCAL_DIR": str(root / "local"),
         "TABSERVE_MODEL_TAG": model_tag,
+        **CHEAP_ARGON2,  # logins here are not about argon2's cost (the flood test's are)
         **extra,
     }
 
 
-def add_user(users_file: Path) -> None:
-    """``alice`` with predict and explain (a cheap argon2 profile: logins are not timed)."""
-    from argon2 import PasswordHasher
-
+def add_user(users_file: Path, name: str = "alice", scopes: str = "predict,explain") -> None:
+    """A user (alice with predict and explain by default), with a cheap argon2 profile."""
     from tabserve.users import UserStore
 
-    cheap = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
-    UserStore(users_file, hasher=cheap).add("alice", PASSWORD, "predict,explain")
+    UserStore(users_file, hasher=cheap_hasher()).add(name, PASSWORD, scopes)
 
 
 @pytest.fixture(scope="package")
@@ -84,6 +90,14 @@ def penguins_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TestM
     )
     add_user(root / "users.json")
     return root, model
+
+
+@pytest.fixture(scope="package")
+def rotation() -> tuple[str, str]:
+    """Two HS256 secrets: (previous, current), as during a key rotation."""
+    import secrets
+
+    return secrets.token_urlsafe(48), secrets.token_urlsafe(48)
 
 
 @pytest.fixture(scope="package")

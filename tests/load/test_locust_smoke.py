@@ -19,7 +19,7 @@ import pytest
 
 from load_tests.payloads import bundle_dir, load_rows, write_rows
 from load_tests.scrape import batches
-from tests.support import REPO, import_test_model, running_server
+from tests.support import CHEAP_ARGON2, REPO, cheap_hasher, import_test_model, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,6 @@ SECONDS = 12
 
 
 def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> None:
-    from argon2 import PasswordHasher
     from sklearn.datasets import load_breast_cancer
 
     from tabserve.users import UserStore
@@ -41,8 +40,7 @@ def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> N
     password = secrets.token_urlsafe(12)
     users_file = tmp_path / "users.json"
     # A cheap argon2 profile: 16 logins at once are not what this test is about.
-    cheap = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
-    UserStore(users_file, hasher=cheap).add("loadtest", password, "predict,explain")
+    UserStore(users_file, hasher=cheap_hasher()).add("loadtest", password, "predict,explain")
     rows_file = write_rows(load_rows(bundle_dir(home, model.tag)), tmp_path / "rows.json")
 
     base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -55,6 +53,7 @@ def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> N
         "TABSERVE_USERS_FILE": str(users_file),
         "TABSERVE_LOCAL_DIR": str(tmp_path / "local"),
         "TABSERVE_MODEL_TAG": model.tag,
+        **CHEAP_ARGON2,
     }
     with running_server(env, tmp_path / "serve.log") as url:
         before = batches(url)

@@ -121,13 +121,20 @@ def test_login_sets_a_short_lived_http_only_session_cookie_for_ui_only(
     assert as_bearer.json()["error"]["message"] == "token audience not accepted"
 
 
-def test_logout_clears_the_session(client: TestClient) -> None:
+def test_logout_clears_the_session_and_revokes_its_token(client: TestClient) -> None:
     _log_in(client, "alice")
+    kept = client.cookies[SESSION_COOKIE]  # a copy, as a thief of the cookie would keep
     response = client.get("/ui/logout")
     assert response.status_code == 303 and response.headers["location"] == "/ui/login?msg=logout"
     assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"]
     assert "Max-Age=0" in response.headers["set-cookie"]
     assert client.get("/ui/config").status_code == 401
+    replayed = client.get("/ui/config", cookies={SESSION_COOKIE: kept})
+    assert replayed.status_code == 401
+    assert replayed.json()["error"]["message"] == "token revoked (sign in again)"
+    # Logging in again gives a new session that works.
+    _log_in(client, "alice")
+    assert client.get("/ui/config").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import secrets
 import time
@@ -26,26 +25,24 @@ from tabserve.auth import SESSION_COOKIE, issue_session_token, issue_token
 from tabserve.settings import Settings
 from tabserve.users import UserStore
 from tests.support import REPO, TestModel, import_test_model, running_server
+from tests.ui.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    WAIT_MS,
+    complete_row,
+    csv_bytes,
+    fill_form,
+    log_in,
+    shown_answer,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-# Debian's Chromium (the Makefile installs it); Playwright never downloads a browser here.
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "tests" / "artifacts"
-PASSWORD = "correct horse battery"
 MAX_ROWS = 50
 MAX_UPLOAD_BYTES = 16 * 1024
-WAIT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -160,62 +157,6 @@ def test_unauthenticated_requests_to_the_page_and_gradio_routes_are_refused(
 
 
 # ---- in the browser ---------------------------------------------------------------
-def _complete_row(model: TestModel, label: Any) -> dict[str, Any]:
-    """A test row without missing values whose true class is ``label``."""
-    for row, target in zip(model.rows, model.targets, strict=True):
-        if target == label and all(v is not None for v in row.values()):
-            return row
-    raise AssertionError(f"no complete row of class {label}")
-
-
-def _wait_for(probe: Any, expected: Any, what: str, timeout_s: float = 30) -> Any:
-    """Poll ``probe()`` until it returns ``expected``; fail with the last value seen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        seen = probe()
-        if seen == expected:
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: expected {expected!r}, last saw {seen!r}")
-        time.sleep(0.2)
-
-
-def _shown_answer(page: Any) -> Any:
-    text = page.input_value("#ui-proba-json textarea")
-    return json.loads(text) if text else None
-
-
-def _log_in(page: Any, url: str, user: str) -> None:
-    page.goto(f"{url}/ui/")
-    assert page.url.endswith("/ui/login"), page.url  # anonymous: sent to the login form
-    page.fill("#username", user)
-    page.fill("#password", PASSWORD)
-    page.click("#login")
-    page.wait_for_selector("#ui-predict", timeout=WAIT_MS)
-
-
-def _fill_form(page: Any, model: TestModel, row: dict[str, Any]) -> None:
-    """Set every input of the form from ``row``, the way a person would."""
-    for spec in model.schema.features:
-        box = page.locator(f'[id="feature-{spec.name}"]')
-        value = row[spec.name]
-        if spec.kind == "numeric":
-            box.locator("input").fill(str(int(value) if spec.integer else value))
-        else:
-            box.locator("input").click()
-            box.locator(f'[role="option"][aria-label="{value}"]').click()
-
-
-def _csv(rows: list[dict[str, Any]], extra: dict[str, list[Any]]) -> bytes:
-    out = io.StringIO()
-    names = [*rows[0], *extra]
-    writer = csv.DictWriter(out, names)
-    writer.writeheader()
-    for i, row in enumerate(rows):
-        writer.writerow({**row, **{k: v[i] for k, v in extra.items()}})
-    return out.getvalue().encode()
-
-
 def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -233,21 +174,21 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
                 lambda r: outside.append(r.url) if not r.url.startswith((url, "data:")) else None,
             )
             page = context.new_page()
-            _log_in(page, url, "alice")
+            log_in(page, url, "alice")
             cookie = next(c for c in context.cookies() if c["name"] == SESSION_COOKIE)
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
             assert cookie["path"] == "/ui"
 
             # The form: every input set from a known row, then Predict.
-            row = _complete_row(model, model.targets[0])
+            row = complete_row(model, model.targets[0])
             expected = _api_predict(ui_server, [row])
             assert expected.status_code == 200, expected.text
             answer = expected.json()[0]
-            _wait_for(lambda: _shown_answer(page) is not None, True, "the first prediction")
-            assert _shown_answer(page) != answer  # the defaults give another answer
-            _fill_form(page, model, row)
+            wait_for(lambda: shown_answer(page) is not None, True, "the first prediction")
+            assert shown_answer(page) != answer  # the defaults give another answer
+            fill_form(page, model, row)
             page.click("#ui-predict")
-            _wait_for(lambda: _shown_answer(page), answer, "probabilities shown vs POST /predict")
+            wait_for(lambda: shown_answer(page), answer, "probabilities shown vs POST /predict")
             assert f"Predicted label: {answer['label']}" in page.inner_text("#ui-label")
             page.wait_for_selector("#ui-proba-chart .js-plotly-plot", timeout=WAIT_MS)
             page.wait_for_selector("#ui-contrib-chart .js-plotly-plot", timeout=WAIT_MS)
@@ -264,7 +205,7 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
             )
             island.locator(f'[role="option"][aria-label="{other}"]').click()
             changed = _api_predict(ui_server, [{**row, "island": other}]).json()[0]
-            _wait_for(lambda: _shown_answer(page), changed, "answer after an input change")
+            wait_for(lambda: shown_answer(page), changed, "answer after an input change")
 
             # The random example button fills the form from the test split.
             page.click("#ui-random")
@@ -276,7 +217,7 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
             # Batch: the size and row limits, then a CSV with one bad row.
             page.get_by_role("tab", name="Batch (CSV)").click()
             too_many = tmp_path / "too_many.csv"
-            too_many.write_bytes(_csv(model.rows[: MAX_ROWS + 10], {}))
+            too_many.write_bytes(csv_bytes(model.rows[: MAX_ROWS + 10], {}))
             page.set_input_files("#ui-batch-upload input[type=file]", str(too_many))
             page.wait_for_function(
                 "document.querySelector('#ui-batch-status').innerText.includes('Not scored')",
@@ -288,7 +229,7 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
             page.reload()
             page.get_by_role("tab", name="Batch (CSV)").click()
             too_big = tmp_path / "too_big.csv"
-            too_big.write_bytes(_csv(model.rows * 3, {}))
+            too_big.write_bytes(csv_bytes(model.rows * 3, {}))
             assert too_big.stat().st_size > MAX_UPLOAD_BYTES
             page.set_input_files("#ui-batch-upload input[type=file]", str(too_big))
             page.get_by_text("exceed the maximum allowed size").first.wait_for(timeout=WAIT_MS)
@@ -298,7 +239,7 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
             rows = [dict(r) for r in model.rows[:8]]
             rows[3]["island"] = "Atlantis"  # line 5 of the file (the header is line 1)
             batch = tmp_path / "batch.csv"
-            batch.write_bytes(_csv(rows, {model.schema.target.name: model.targets[:8]}))
+            batch.write_bytes(csv_bytes(rows, {model.schema.target.name: model.targets[:8]}))
             page.set_input_files("#ui-batch-upload input[type=file]", str(batch))
             page.wait_for_function(
                 "document.querySelector('#ui-batch-status').innerText.includes('Scored')",
@@ -317,7 +258,7 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
                     table.setdefault(row_at, {})[col_at] = cell.inner_text().strip()
                 return [[r[c] for c in sorted(r)] for _, r in sorted(table.items())]
 
-            _wait_for(rejected_rows, [["5", "island", reason]], "the rejected rows listed")
+            wait_for(rejected_rows, [["5", "island", reason]], "the rejected rows listed")
             link = page.locator("#ui-batch-download a[download]")
             with page.expect_download() as download_info:
                 link.click()
@@ -344,7 +285,7 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
 
             # A user without the explain scope gets predictions but no contributions;
             # one without the predict scope gets no session at all.
-            _log_in(page, url, "bob")
+            log_in(page, url, "bob")
             page.wait_for_selector("#ui-contrib-chart .js-plotly-plot", timeout=WAIT_MS)
             page.get_by_text("lacks the 'explain' scope").first.wait_for(timeout=WAIT_MS)
             page.click("#ui-logout")

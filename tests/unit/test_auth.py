@@ -15,9 +15,9 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from tabserve.auth import LoginThrottle, bearer_token, is_open_path, issue_token, verify_token
-from tabserve.errors import TooManyRequestsError, UnauthenticatedError
-from tabserve.settings import Settings
+from tabserve.auth import bearer_token, is_open_path, issue_token, verify_token
+from tabserve.errors import UnauthenticatedError
+from tabserve.settings import Settings, SettingsError
 from tests.support import rsa_keys
 
 
@@ -193,16 +193,89 @@ def test_open_paths_are_only_health_metrics_docs_and_token() -> None:
         assert not is_open_path(path)
 
 
-def test_login_throttle_refuses_after_max_failures_then_recovers() -> None:
-    now = [1000.0]
-    throttle = LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
-    for _ in range(3):
-        throttle.check("alice|1.2.3.4")
-        throttle.record_failure("alice|1.2.3.4")
-    with pytest.raises(TooManyRequestsError) as info:
-        throttle.check("alice|1.2.3.4")
-    assert info.value.status == 429
-    assert 1 <= int(info.value.headers["Retry-After"]) <= 60
-    throttle.check("bob|1.2.3.4")  # other keys are unaffected
-    now[0] += 61
-    throttle.check("alice|1.2.3.4")
+def test_a_previous_hs256_secret_verifies_while_listed(settings: Settings) -> None:
+    old_token, _ = issue_token(settings, "alice", ["predict"])
+    new_secret = secrets.token_urlsafe(48)
+    overlap = Settings(
+        jwt_secret=SecretStr(new_secret), jwt_previous_secrets=[settings.signing_key]
+    )
+    assert verify_token(overlap, old_token).sub == "alice"
+    # New tokens are signed with the current key only, whose kid they carry.
+    new_token, _ = issue_token(overlap, "bob", ["predict"])
+    assert jwt.get_unverified_header(new_token)["kid"] == overlap.key_id != settings.key_id
+    with pytest.raises(UnauthenticatedError, match="key id"):
+        verify_token(settings, new_token)  # an old pod does not know the new key yet
+    dropped = Settings(jwt_secret=SecretStr(new_secret))
+    with pytest.raises(UnauthenticatedError, match="key id"):
+        verify_token(dropped, old_token)
+    assert verify_token(dropped, new_token).sub == "bob"
+
+
+def test_previous_secrets_come_from_the_environment_and_are_checked(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
+    monkeypatch.setenv("TABSERVE_JWT_PREVIOUS_SECRETS", f"{first}, {second}")
+    loaded = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48)))
+    assert len(loaded.verification_keys) == 3
+    assert next(iter(loaded.verification_keys)) == loaded.key_id  # the current key first
+    monkeypatch.setenv("TABSERVE_JWT_PREVIOUS_SECRETS", "changeme-changeme-changeme-changeme")
+    with pytest.raises(SettingsError, match="placeholder"):
+        _ = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48))).verification_keys
+
+
+def test_a_token_signed_with_a_key_that_is_not_listed_is_refused_even_with_its_kid(
+    settings: Settings,
+) -> None:
+    # A kid is only a label: a token naming a listed kid but signed with another key fails.
+    forged = _sign(settings, _claims(settings), key="another-secret-that-is-long-enough-123456")
+    with pytest.raises(UnauthenticatedError, match="signature"):
+        verify_token(settings, forged)
+
+
+def test_previous_rs256_public_keys_verify_while_listed(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old_private, old_public = rsa_keys(tmp_path / "old")
+    new_private, new_public = rsa_keys(tmp_path / "new")
+    old = Settings(
+        jwt_algorithm="RS256", jwt_private_key_file=old_private, jwt_public_key_file=old_public
+    )
+    overlap = Settings(
+        jwt_algorithm="RS256",
+        jwt_private_key_file=new_private,
+        jwt_public_key_file=new_public,
+        jwt_previous_public_key_files=[old_public],
+    )
+    old_token, _ = issue_token(old, "svc", ["predict"])
+    assert verify_token(overlap, old_token).sub == "svc"
+    dropped = Settings(
+        jwt_algorithm="RS256", jwt_private_key_file=new_private, jwt_public_key_file=new_public
+    )
+    with pytest.raises(UnauthenticatedError, match="key id"):
+        verify_token(dropped, old_token)
+
+
+def test_revoking_a_subject_refuses_its_earlier_tokens_only(settings: Settings) -> None:
+    import asyncio
+
+    from tabserve.auth import Claims, check_not_revoked, revoke_subject, revoke_token_id
+    from tabserve.state import MemoryStateStore
+
+    store = MemoryStateStore()
+    before = verify_token(settings, issue_token(settings, "bob", ["predict"])[0])
+
+    async def run() -> None:
+        await check_not_revoked(store, before)  # nothing revoked yet
+        await revoke_subject(store, "bob", settings)
+        with pytest.raises(UnauthenticatedError, match="revoked"):
+            await check_not_revoked(store, before)
+        later = Claims("bob", ("predict",), "j-later", before.exp, iat=int(time.time()) + 1)
+        await check_not_revoked(store, later)  # issued after: a re-added bob logs in again
+        other = Claims("alice", ("predict",), "j-alice", before.exp, iat=before.iat)
+        await check_not_revoked(store, other)
+        await revoke_token_id(store, "j-alice", ttl_s=60)
+        with pytest.raises(UnauthenticatedError, match="revoked"):
+            await check_not_revoked(store, other)
+
+    asyncio.run(run())

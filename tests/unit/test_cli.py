@@ -80,3 +80,29 @@ def test_users_add_from_stdin_remove_and_token(
     assert store.get("ci") is None
     assert main(["users", "remove", "ci"]) == 2
     assert main(["token", "--sub", "ci", "--scopes", "root"]) == 2
+
+
+def test_token_names_its_jti_and_revoking_needs_a_shared_state_store(
+    local_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TABSERVE_JWT_SECRET", secrets.token_urlsafe(48))
+    monkeypatch.delenv("TABSERVE_STATE_URL", raising=False)
+    assert main(["token", "--sub", "ci", "--scopes", "predict", "--ttl", "60"]) == 0
+    out = capsys.readouterr()
+    claims = verify_token(load_settings(), out.out.strip())
+    assert f"jti {claims.jti}, expires in 60 s" in out.err  # stdout holds the token alone
+    # With memory:// the workers' revocations are out of this command's reach: it says so.
+    assert main(["token", "revoke", claims.jti]) == 2
+    assert "redis://" in capsys.readouterr().err
+    assert main(["token", "--sub", "ci", "--scopes", "predict", "--ttl", "999999"]) == 2
+    assert main(["token"]) == 2  # neither --sub/--scopes nor `revoke`
+
+
+def test_removing_a_user_with_memory_state_says_their_tokens_stay_valid(
+    local_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TABSERVE_STATE_URL", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["users", "add", "ci", "--scopes", "predict", "--password-stdin"]) == 0
+    assert main(["users", "remove", "ci"]) == 0
+    assert "stay valid until they expire" in capsys.readouterr().err

@@ -176,7 +176,7 @@ def test_compose_file_matches_the_compose_specification() -> None:
 
 def test_compose_has_the_five_services_each_with_a_healthcheck() -> None:
     services = compose()["services"]
-    assert set(services) == {"tabserve", "mlflow", "postgres", "prometheus", "grafana"}
+    assert set(services) == {"tabserve", "redis", "mlflow", "postgres", "prometheus", "grafana"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert service.get("restart") == "unless-stopped", name
@@ -222,11 +222,32 @@ def test_tabserve_is_hardened_like_the_documented_run_command() -> None:
     assert int(grace) < int(service["stop_grace_period"].rstrip("s"))
 
 
+def test_the_service_workers_share_their_auth_state_in_redis() -> None:
+    from tabserve.settings import ServerSettings
+    from tabserve.state import check_state_url
+
+    services = compose()["services"]
+    env = services["tabserve"]["environment"]
+    workers = VARIABLE.sub(lambda m: m["default"] or "", env["TABSERVE_WORKERS"])
+    assert ServerSettings(workers=workers).workers == 2
+    state = env["TABSERVE_STATE_URL"]
+    assert state.startswith("redis://") and "@redis:6379/" in state
+    assert check_state_url(VARIABLE.sub("pw", state))
+    assert services["tabserve"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    redis = services["redis"]
+    command = " ".join(redis["command"])
+    assert "requirepass" in command and "--maxmemory" in command
+    assert "redis-data:/data" in redis["volumes"]
+    assert REQUIRED_VARIABLE.match(redis["environment"]["REDIS_PASSWORD"])
+
+
 def test_no_secret_is_hard_coded_in_compose() -> None:
     for name, service in compose()["services"].items():
         for key, value in service.get("environment", {}).items():
             if SECRET_NAME.search(key):
-                assert REQUIRED_VARIABLE.match(str(value)), (
+                # Required from the env file, or optional with an empty default (e.g. a
+                # previous key, set only during a rotation): never a value in this file.
+                assert REQUIRED_VARIABLE.match(str(value)) or value == f"${{{key}:-}}", (
                     f"{name}.{key} must be `${{{key}:?…}}` from the env file, not {value!r}"
                 )
     for text in strings(compose()):
@@ -426,6 +447,21 @@ def test_deployment_takes_its_secrets_from_kubernetes_secrets() -> None:
     (mount,) = [m for m in main["volumeMounts"] if users_file.parent == Path(m["mountPath"])]
     assert mount["readOnly"] is True
     assert volumes[mount["name"]]["secret"]["secretName"]
+
+
+def test_deployment_runs_two_workers_with_the_state_store_from_a_secret() -> None:
+    from tabserve.settings import ServerSettings
+
+    env = {e["name"]: e for e in container(manifests()["Deployment"])["env"]}
+    assert ServerSettings(workers=env["TABSERVE_WORKERS"]["value"]).workers == 2
+    ref = env["TABSERVE_STATE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] and ref["key"]  # the Redis URL (with its password) is a Secret
+    assert ServerSettings(trusted_proxies=env["TABSERVE_TRUSTED_PROXIES"]["value"])
+    previous = env["TABSERVE_JWT_PREVIOUS_SECRETS"]["valueFrom"]["secretKeyRef"]
+    assert previous["optional"] is True  # only during a key rotation
+    # Two workers of about 350 MiB and the login bound fit the request and the limit.
+    limits = container(manifests()["Deployment"])["resources"]
+    assert limits["requests"]["memory"] == "1Gi" and limits["limits"]["memory"] == "2Gi"
 
 
 def test_deployment_runs_as_non_root() -> None:

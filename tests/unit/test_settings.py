@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tabserve.settings import Settings, SettingsError, load_settings
 
@@ -161,3 +163,50 @@ def test_serve_runs_bentoml_with_the_graceful_shutdown_timeout() -> None:
     assert argv[:5] == [sys.executable, "-m", "bentoml", "serve", "service:Tabserve"]
     assert argv[argv.index("--timeout-graceful-shutdown") + 1] == "7"
     assert argv[argv.index("--port") + 1] == "3001"
+
+
+def test_workers_and_trusted_proxies_are_read_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tabserve.settings import ServerSettings, load_server_settings
+
+    monkeypatch.delenv("TABSERVE_WORKERS", raising=False)
+    monkeypatch.delenv("TABSERVE_TRUSTED_PROXIES", raising=False)
+    assert load_server_settings().workers == 1
+    assert load_server_settings().trusted_proxies == []
+    monkeypatch.setenv("TABSERVE_WORKERS", "cpu_count")
+    assert load_server_settings().workers == "cpu_count"
+    monkeypatch.setenv("TABSERVE_WORKERS", "3")
+    assert load_server_settings().workers == 3
+    for bad in ("0", "many", "-2"):
+        monkeypatch.setenv("TABSERVE_WORKERS", bad)
+        with pytest.raises(SettingsError, match="TABSERVE_WORKERS"):
+            load_server_settings()
+    monkeypatch.setenv("TABSERVE_WORKERS", "1")
+    monkeypatch.setenv("TABSERVE_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7 ::1")
+    assert load_server_settings().trusted_proxies == ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]
+    for bad in ("*", "proxy.example", "10.0.0.0/33"):
+        monkeypatch.setenv("TABSERVE_TRUSTED_PROXIES", bad)
+        with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+            load_server_settings()
+    # uvicorn is told exactly these, and its own default (127.0.0.1) is replaced.
+    monkeypatch.delenv("TABSERVE_TRUSTED_PROXIES")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    warning = ServerSettings(trusted_proxies="10.1.0.0/16").apply_trusted_proxies()
+    assert warning is not None and "TABSERVE_TRUSTED_PROXIES" in warning
+    assert os.environ["FORWARDED_ALLOW_IPS"] == "10.1.0.0/16"
+    assert ServerSettings().apply_trusted_proxies() is not None
+    assert os.environ["FORWARDED_ALLOW_IPS"] == ""  # nobody's headers are believed
+    assert ServerSettings().apply_trusted_proxies() is None
+
+
+def test_login_and_state_settings_are_checked() -> None:
+    settings = Settings()
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (2, 19_456)
+    assert settings.state_url == "memory://" and settings.login_concurrency == 1
+    with pytest.raises(ValidationError, match="unsupported state store"):
+        Settings(state_url="memcached://cache:11211")
+    # A flood may run LOGIN_CONCURRENCY verifications at once: their memory is bounded.
+    with pytest.raises(ValidationError, match="per worker"):
+        Settings(login_concurrency=32, argon2_memory_kib=65_536)
+    assert Settings(state_url="redis://redis:6379/0").state_url.startswith("redis://")

@@ -73,3 +73,40 @@ def test_scopes_accept_commas_spaces_and_lists_in_canonical_order() -> None:
     assert parse_scopes("explain, predict") == ["predict", "explain"]
     assert parse_scopes(["admin"]) == ["admin"]
     assert parse_scopes("") == []
+
+
+def test_a_hash_with_other_parameters_verifies_and_is_rehashed(
+    tmp_path: Path, fast_hasher: PasswordHasher
+) -> None:
+    old = UserStore(tmp_path / "users.json", fast_hasher)
+    old.add("alice", "s3cret-password", "predict")
+    assert "m=8," in old.get("alice").password_hash  # type: ignore[union-attr]
+    current = UserStore(tmp_path / "users.json", PasswordHasher(1, 16, 1))
+    assert current.authenticate("alice", "wrong-password") is None
+    assert "m=8," in current.get("alice").password_hash  # type: ignore[union-attr]
+    assert current.authenticate("alice", "s3cret-password") is not None
+    rehashed = current.get("alice").password_hash  # type: ignore[union-attr]
+    assert "m=16," in rehashed
+    assert current.authenticate("alice", "s3cret-password") is not None
+    assert current.get("alice").password_hash == rehashed  # type: ignore[union-attr]
+
+
+def test_a_read_only_users_file_keeps_the_old_hash_working(
+    tmp_path: Path,
+    fast_hasher: PasswordHasher,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    UserStore(tmp_path / "users.json", fast_hasher).add("alice", "s3cret-password", "predict")
+    current = UserStore(tmp_path / "users.json", PasswordHasher(1, 16, 1))
+
+    def read_only(_: object) -> None:  # what a Kubernetes Secret mount answers (root too)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(current, "save", read_only)
+    assert current.authenticate("alice", "s3cret-password") is not None
+    assert "m=8," in current.get("alice").password_hash  # type: ignore[union-attr]
+    assert "could not re-hash the password of 'alice'" in caplog.text
+    assert "Read-only file system" in caplog.text
