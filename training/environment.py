@@ -89,3 +89,9 @@ def configure_logging() -> None:
     )
     for noisy in ("alembic", "urllib3", "git", "matplotlib", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow pins pip in a logged model's conda.yaml by asking the installed pip; a uv
+    # environment has none, so every log_model warns and lists pip unpinned. Harmless:
+    # the model's pip requirements are pinned and nothing here builds a conda env.
+    logging.getLogger("mlflow.utils.environment").addFilter(
+        lambda record: not record.getMessage().startswith("Failed to resolve installed pip")
+    )
