@@ -129,7 +129,7 @@ bench: model ## Benchmark: the same Locust load on tabserve and 4 baselines → 
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
 .PHONY: lint
-lint: setup ## Ruff (lint + format check) and mypy on tabserve/
+lint: setup ## Ruff (lint + format check) and mypy on tabserve/ and training/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
