@@ -124,7 +124,7 @@ class FeatureSchema(BaseModel):
             if spec.kind == "numeric":
                 columns[spec.name] = pd.to_numeric(col, errors="coerce").astype("float64")
             else:
-                as_text = col.astype("object").map(_category_text)
+                as_text = col.astype("object").map(category_text)
                 columns[spec.name] = pd.Series(
                     pd.Categorical(as_text, categories=spec.categories or []),
                     index=frame.index,
@@ -156,8 +156,16 @@ class FeatureSchema(BaseModel):
         return row
 
 
-def _category_text(value: Any) -> Any:
-    """Render a categorical value as the schema stores it (text), keeping missing."""
+def category_text(value: Any) -> str | None:
+    """A categorical value as the schema stores it: its text, or None when missing.
+
+    Numbers are matched by their text, an integral float without its ``.0``: ``1``,
+    ``1.0``, ``np.int64(1)`` and ``"1"`` are all the category ``"1"``; ``True`` is
+    ``"True"``. ``None``, NaN and ``pd.NA`` are missing. This is what training and
+    serving frames hold (:meth:`FeatureSchema.to_frame`); request validation reads
+    JSON values with it too, but only numbers, bools and strings
+    (``tabserve.validation``).
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     if isinstance(value, float) and value.is_integer():
@@ -212,7 +220,7 @@ def infer_feature(series: pd.Series) -> FeatureSpec:
     name = str(series.name)
     nullable = bool(series.isna().any())
     if _is_categorical(series):
-        text = series.astype("object").map(_category_text).dropna()
+        text = series.astype("object").map(category_text).dropna()
         categories = sorted(set(text))
         mode = str(text.value_counts().idxmax()) if len(text) else None
         return FeatureSpec(
