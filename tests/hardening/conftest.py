@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import TestModel, free_port, import_test_model, rsa_keys, running_server
+from load_tests.processes import free_port
+from tests.support import TestModel, import_test_model, rsa_keys, running_server
 
 PASSWORD = "hardening suite password"
 

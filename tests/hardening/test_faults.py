@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from load_tests.processes import free_port
 from tests.hardening.conftest import (
     Target,
     assert_envelope,
@@ -26,7 +27,7 @@ from tests.hardening.conftest import (
     login,
     server_env,
 )
-from tests.support import REPO, TestModel, free_port, serving
+from tests.support import REPO, TestModel, serving
 
 pytestmark = pytest.mark.slow
 

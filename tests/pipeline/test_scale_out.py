@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from load_tests.processes import free_port
 from tests.pipeline.conftest import pipeline_env, run
-from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from load_tests.processes import free_port, stop_group
 from tests.service.conftest import REPO, TEST_PASSWORD
-from tests.support import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 
