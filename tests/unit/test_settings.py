@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tabserve.settings import Settings, SettingsError, load_settings
+from tabserve.settings import Settings, SettingsError, load_settings, model_tag_from_env
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +18,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "TABSERVE_ENV",
         "TABSERVE_MAX_ROWS",
         "TABSERVE_JWT_ALGORITHM",
+        "TABSERVE_MODEL_TAG",
     ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("TABSERVE_LOCAL_DIR", str(tmp_path / ".tabserve"))
@@ -81,3 +82,16 @@ def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 def test_rs256_needs_a_public_key() -> None:
     with pytest.raises(ValueError, match="PUBLIC_KEY_FILE"):
         Settings(jwt_algorithm="RS256")
+
+
+def test_service_import_reads_the_same_model_tag_as_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert model_tag_from_env() == Settings().model_tag == "tabserve:latest"
+    monkeypatch.setenv("TABSERVE_MODEL_TAG", "churn:v7")
+    assert model_tag_from_env() == Settings().model_tag == "churn:v7"
+    monkeypatch.setenv("TABSERVE_MODEL_TAG", "")
+    with pytest.raises(SettingsError, match="TABSERVE_MODEL_TAG"):
+        model_tag_from_env()
+    with pytest.raises(SettingsError, match="TABSERVE_MODEL_TAG"):
+        load_settings()
