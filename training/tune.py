@@ -123,71 +123,55 @@ def make_objective(
     return objective
 
 
-class TrialRuns:
-    """Every finished or pruned trial as an MLflow run nested under the study's parent run.
+def logged(objective: Objective, parent_run_id: str, study: str, metric: str) -> Objective:
+    """``objective``, logging each trial it completes or prunes as an MLflow run.
 
-    The run is written from inside the objective, before Optuna marks the trial
-    finished, so a process killed at any moment leaves no finished trial without its
-    run. (optuna-integration's ``MLflowCallback`` logs after the trial has finished,
-    cannot tag the worker, needs the parent run active in every worker process, and
-    is deprecated since 4.9.)
+    The runs are nested under the study's parent run and written from inside the
+    objective, before Optuna marks the trial finished, so a process killed at any
+    moment leaves no finished trial without its run. (optuna-integration's
+    ``MLflowCallback`` logs after the trial has finished, cannot tag the worker,
+    needs the parent run active in every worker process, and is deprecated.)
     """
+    import mlflow
+    from mlflow.entities import Metric, Param
 
-    def __init__(self, parent_run_id: str, study: str, metric: str) -> None:
-        import mlflow
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
-        self.client = mlflow.MlflowClient()
-        self.parent_run_id = parent_run_id
-        self.experiment_id = self.client.get_run(parent_run_id).info.experiment_id
-        self.study = study
-        self.metric = metric
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-
-    def logged(self, objective: Objective) -> Objective:
-        """``objective``, logging each trial it completes or prunes."""
-
-        def run(trial: optuna.Trial) -> float:
-            started = time.perf_counter()
-            try:
-                value = objective(trial)
-            except optuna.TrialPruned:
-                self.log(trial, "PRUNED", {"seconds": time.perf_counter() - started})
-                raise
-            metrics = {
-                f"valid_{self.metric}": value,
-                "best_iteration": trial.user_attrs["best_iteration"],
-                "seconds": time.perf_counter() - started,
-            }
-            self.log(trial, "COMPLETE", metrics)
-            return value
-
-        return run
-
-    def log(self, trial: optuna.Trial, state: str, metrics: dict[str, float]) -> None:
-        """One finished MLflow run for ``trial``; its id goes into the trial's user attrs."""
-        from mlflow.entities import Metric, Param
-
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{trial.number}",
-            tags={
-                "mlflow.parentRunId": self.parent_run_id,
-                "stage": "tune",
-                "optuna.study": self.study,
-                "optuna.trial_number": str(trial.number),
-                "optuna.state": state,
-                "optuna.worker": self.worker,
-            },
-        )
+    def log(trial: optuna.Trial, state: str, metrics: dict[str, float]) -> None:
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "stage": "tune",
+            "optuna.study": study,
+            "optuna.trial_number": str(trial.number),
+            "optuna.state": state,
+            "optuna.worker": worker,
+        }
+        run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags=tags)
         now = int(time.time() * 1000)
-        self.client.log_batch(
+        client.log_batch(
             run.info.run_id,
             params=[Param(k, str(v)) for k, v in trial.params.items()],
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         )
-        status = "FINISHED" if state == "COMPLETE" else "KILLED"
-        self.client.set_terminated(run.info.run_id, status=status)
+        client.set_terminated(
+            run.info.run_id, status="FINISHED" if state == "COMPLETE" else "KILLED"
+        )
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
+
+    def run(trial: optuna.Trial) -> float:
+        started = time.perf_counter()
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            log(trial, "PRUNED", {"seconds": time.perf_counter() - started})
+            raise
+        metrics = {f"valid_{metric}": value, "best_iteration": trial.user_attrs["best_iteration"]}
+        log(trial, "COMPLETE", metrics | {"seconds": time.perf_counter() - started})
+        return value
+
+    return run
 
 
 # ---- optimize ----------------------------------------------------------------------
@@ -352,7 +336,7 @@ def record_in_mlflow(parent_run_id: str, record_path: Path, study: optuna.Study)
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: tune on ``data/prepared``, write ``tuning/best_params.json``."""
-    from training.environment import configure_logging, configure_mlflow, optuna_storage
+    from training.environment import configure_logging, configure_mlflow, optuna_storage_url
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -392,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         params, {s: md5_file(args.prepared / f"{s}.parquet") for s in ("train", "valid")}
     )
 
-    storage_url = optuna_storage()
+    storage_url = optuna_storage_url()
     if storage_url.startswith("sqlite:///"):
         Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     with setup_lock(storage_url):
@@ -408,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("study %s already has %d finished trials: nothing to do", name, done)
     elif done:
         log.info("resuming study %s: %d finished trial(s) kept", name, done)
-    runs = TrialRuns(parent_run_id, name, eval_metric_name(schema))
-    objective = runs.logged(make_objective(schema, train, valid, params))
+    objective = logged(
+        make_objective(schema, train, valid, params), parent_run_id, name, eval_metric_name(schema)
+    )
     finished = optimize(study, objective, tune, progress)
     if finished < tune.n_trials:
         log.warning(
