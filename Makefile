@@ -160,7 +160,7 @@ rules-test: system-deps ## Check the Prometheus config and alert rules, run thei
 	python3 deploy/prometheus/prometheusrule.py --check
 
 .PHONY: lint
-lint: setup ## Ruff (lint + format check) and mypy on tabserve/
+lint: setup ## Ruff (lint + format check) and mypy on tabserve/ and training/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

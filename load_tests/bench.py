@@ -43,7 +43,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -56,6 +55,7 @@ from typing import Any
 import httpx
 
 from load_tests.payloads import bundle_dir, load_rows, write_rows
+from load_tests.processes import free_port, running
 from load_tests.scrape import Batches, batches
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,13 +115,6 @@ def scraped(url: str) -> Batches | None:
         return batches(url)
     except httpx.HTTPError:
         return None
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pinning() -> tuple[list[str], list[str], str]:
@@ -219,42 +212,6 @@ def prepare_auth(workdir: Path) -> dict[str, str]:
         "TABSERVE_LOCAL_DIR": str(workdir / "local"),
         "TABSERVE_LOAD_PASSWORD": password,
     }
-
-
-@contextlib.contextmanager
-def running(
-    contender: Contender, env: dict[str, str], prefix: list[str], log: Path, url: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``contender``, wait until it answers its readiness path, stop it afterwards."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*prefix, *contender.command],
-            cwd=REPO,
-            env={**env, **contender.env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{contender.name} exited: {log.read_text()[-600:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + contender.ready_path, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{contender.name} not ready in 180 s")
-            time.sleep(0.5)
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -471,7 +428,14 @@ def bench_contender(
     print(f">> {contender.name}: {contender.title}", flush=True)
     try:
         with running(
-            contender, server_env, pins[0], runs / f"{contender.name}.server.log", url
+            [*pins[0], *contender.command],
+            ready_url=url + contender.ready_path,
+            log=runs / f"{contender.name}.server.log",
+            env={**server_env, **contender.env},
+            cwd=REPO,
+            name=contender.name,
+            timeout_s=180,
+            stop_timeout_s=20,
         ) as process:
             for users in users_levels:
                 result = RunResult(contender.name, users)

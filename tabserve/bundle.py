@@ -44,6 +44,9 @@ class Lineage(BaseModel):
     metrics: dict[str, float]
     model_sha256: str
     created_at: str
+    # Set by the pipeline's import stage: where in the MLflow registry the model came from.
+    registry_alias: str | None = None
+    mlflow_model_uri: str | None = None
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

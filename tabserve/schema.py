@@ -230,8 +230,16 @@ def _code_getter(name: str, categories: Sequence[str]) -> Callable[[Mapping[str,
     return get
 
 
-def category_text(value: Any) -> Any:
-    """Render a categorical value as the schema stores it (text), keeping missing."""
+def category_text(value: Any) -> str | None:
+    """A categorical value as the schema stores it: its text, or None when missing.
+
+    Numbers are matched by their text, an integral float without its ``.0``: ``1``,
+    ``1.0``, ``np.int64(1)`` and ``"1"`` are all the category ``"1"``; ``True`` is
+    ``"True"``. ``None``, NaN and ``pd.NA`` are missing. This is what training and
+    serving frames hold (:meth:`FeatureSchema.to_frame`); request validation reads
+    JSON values with it too, but only numbers, bools and strings
+    (``tabserve.validation``).
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     if isinstance(value, float) and value.is_integer():

@@ -159,7 +159,20 @@ class ServerSettings(BaseSettings):
         return None
 
 
-class Settings(BaseSettings):
+class ModelSettings(BaseSettings):
+    """Which model the service serves; the part of :class:`Settings` read at import.
+
+    BentoML takes the model reference when ``service.py`` defines its class, so
+    :func:`model_tag_from_env` reads this one setting then (the environment only, no
+    I/O); :class:`Settings` inherits it, so both read the same ``TABSERVE_MODEL_TAG``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TABSERVE_", extra="ignore")
+
+    model_tag: str = Field(default="tabserve:latest", min_length=1)
+
+
+class Settings(ModelSettings):
     """Everything the service, the token endpoint and the CLI read.
 
     Attributes:
@@ -211,10 +224,7 @@ class Settings(BaseSettings):
             it below the orchestrator's kill timeout (Kubernetes: 30 s by default).
     """
 
-    model_config = SettingsConfigDict(env_prefix="TABSERVE_", extra="ignore")
-
     env: Literal["development", "production"] = "development"
-    model_tag: str = "tabserve:latest"
 
     jwt_secret: SecretStr | None = None
     jwt_secret_file: Path | None = None
@@ -451,8 +461,15 @@ def load_batching_settings() -> BatchingSettings:
 
 
 def model_tag_from_env() -> str:
-    """The BentoML model tag to serve, read at service import (``TABSERVE_MODEL_TAG``)."""
-    return os.environ.get("TABSERVE_MODEL_TAG", "tabserve:latest")
+    """The BentoML model tag to serve, read at service import: :attr:`Settings.model_tag`.
+
+    Raises:
+        SettingsError: when ``TABSERVE_MODEL_TAG`` is set but empty.
+    """
+    try:
+        return ModelSettings().model_tag
+    except ValidationError as exc:
+        raise SettingsError(f"invalid TABSERVE_MODEL_TAG: {exc}") from None
 
 
 def read_private_file(path: Path, variable: str) -> str:

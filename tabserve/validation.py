@@ -30,23 +30,25 @@ from pydantic import (
 )
 
 from tabserve.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
-from tabserve.schema import FeatureSchema, FeatureSpec
+from tabserve.schema import FeatureSchema, FeatureSpec, category_text
 
 ROWS_FIELD = "rows"
 # XGBoost reads 32-bit floats: a larger (finite, float64) number would become infinite.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _category_text(value: Any) -> Any:
-    """Match JSON numbers to text categories the way ``FeatureSchema.to_frame`` does."""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, float) and math.isfinite(value):
-        return str(value)
+def _json_category_text(value: Any) -> Any:
+    """A JSON number, bool or string as category text, the way training frames hold it.
+
+    Anything else is left for the field to accept or refuse: ``null`` (missing, where
+    the feature is nullable), and NaN, Infinity, lists and objects, which are never a
+    category (:func:`~tabserve.schema.category_text` would read NaN as missing and
+    ``[1]`` as the text ``"[1]"``).
+    """
+    if isinstance(value, str):  # already text (the common case, on the hot path)
+        return value
+    if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return category_text(value)
     return value
 
 
@@ -63,7 +65,7 @@ def _field_type(spec: FeatureSpec) -> Any:
             # A categorical with no observed category can only ever be missing.
             base = Literal[None]
         else:
-            base = Annotated[Literal[categories], BeforeValidator(_category_text)]
+            base = Annotated[Literal[categories], BeforeValidator(_json_category_text)]
     return base | None if spec.nullable else base
 
 

@@ -4,18 +4,17 @@
   into a given BentoML home exactly as the pipeline's ``import`` stage does, without
   touching the BentoML home of the test process itself;
 - :func:`serving` / :func:`running_server` start ``bentoml serve service:Tabserve``
-  on a free port and stop it (its whole process group) afterwards;
+  on a free port and stop it (its whole process group) afterwards, with
+  ``load_tests.processes`` (the benchmark starts its servers the same way);
 - :func:`redis_server` starts a real ``redis-server`` (Debian's, installed by
-  ``make system-deps``) on a free port, with no persistence, and stops it.
+  ``make system-deps``) on a free port, with no persistence, and stops it;
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from load_tests.processes import free_port, running, stop_group
 from tabserve.bundle import Lineage, sha256_file, write_bundle
 from tabserve.schema import FeatureSchema, infer_schema
 
@@ -64,13 +64,6 @@ class TestModel:
     schema: FeatureSchema
     rows: list[dict[str, Any]]  # feature rows (no target), JSON-ready
     targets: list[Any]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def json_ready(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -181,57 +174,18 @@ def serving(
     without becoming ready); stops the whole process group afterwards.
     """
     port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                BENTOML,
-                "serve",
-                "service:Tabserve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *args,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}{wait_for}", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"bentoml serve: no 200 on {wait_for}:\n{log.read_text()[-3000:]}"
-                )
-            time.sleep(0.3)
+    command = [BENTOML, "serve", "service:Tabserve", "--host", "127.0.0.1", "--port", str(port)]
+    with running(
+        [*command, *args],
+        ready_url=f"{url}{wait_for}",
+        log=log,
+        env=env,
+        cwd=REPO,
+        name="bentoml serve",
+        timeout_s=timeout_s,
+    ) as process:
         yield Served(url, process, log)
-    finally:
-        if process.poll() is None:
-            stop_group(process, timeout=15)
-        else:  # the main process is gone; its workers may not be
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-
-
-def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM a process group, then SIGKILL it if it is not gone after ``timeout`` s."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @contextmanager

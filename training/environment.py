@@ -31,7 +31,7 @@ def tracking_uri() -> str:
     )
 
 
-def optuna_storage() -> str:
+def optuna_storage_url() -> str:
     """Optuna storage URL: ``TABSERVE_OPTUNA_STORAGE`` or a SQLite file in the repo."""
     return os.environ.get("TABSERVE_OPTUNA_STORAGE") or (
         f"sqlite:///{repo_root() / 'tuning' / 'optuna.db'}"

@@ -39,6 +39,26 @@ def objective_params(schema: FeatureSchema, seed: int, nthread: int) -> dict[str
     return params
 
 
+def fit(
+    booster_params: dict[str, Any],
+    dtrain: xgb.DMatrix,
+    dvalid: xgb.DMatrix,
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    callbacks: list[xgb.callback.TrainingCallback] | None = None,
+) -> xgb.Booster:
+    """Train with early stopping on the validation split (the tune and train stages alike)."""
+    return xgb.train(
+        booster_params,
+        dtrain,
+        num_boost_round=num_boost_round,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=early_stopping_rounds,
+        callbacks=callbacks,
+        verbose_eval=False,
+    )
+
+
 def eval_metric_name(schema: FeatureSchema) -> str:
     """The validation metric the booster reports (and Optuna minimises)."""
     return "logloss" if schema.target.task == "binary" else "mlogloss"

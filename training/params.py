@@ -58,11 +58,30 @@ class Range(_Strict):
 
 
 class TuneParams(_Strict):
+    """The tuning budget, the search space and how a study survives a dead worker.
+
+    The budget is a trial count, so the result does not depend on the machine's
+    speed; ``timeout_s`` is an optional wall-clock cap, off unless set.
+    """
+
     n_trials: int = Field(ge=1)
-    timeout_s: float = Field(gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
     num_boost_round: int = Field(ge=1)
     early_stopping_rounds: int = Field(ge=1)
     space: dict[str, Range]
+    # Optuna's heartbeat: a running trial whose worker has sent no heartbeat for
+    # ``grace_period_s`` is failed, then retried, by the next worker to start a trial.
+    heartbeat_interval_s: int = Field(default=5, ge=1)
+    grace_period_s: int = Field(default=20, ge=2)
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> TuneParams:
+        if self.grace_period_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"grace_period_s ({self.grace_period_s}) must exceed heartbeat_interval_s "
+                f"({self.heartbeat_interval_s}), or live trials would be failed as dead"
+            )
+        return self
 
 
 class TrainParams(_Strict):

@@ -190,10 +190,10 @@ def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: 
         raise DataError(
             "no usable feature columns", [f"{d.name}: {d.reason}" for d in schema.dropped]
         )
-    data = frame[[*schema.feature_names, target]].reset_index(drop=True)
-    labels = data[target].astype(str)
+    kept = frame[[*schema.feature_names, target]].reset_index(drop=True)
+    labels = kept[target].astype(str)
     rest, test = train_test_split(
-        data, test_size=params.test_size, random_state=seed, stratify=labels
+        kept, test_size=params.test_size, random_state=seed, stratify=labels
     )
     train, valid = train_test_split(
         rest, test_size=params.valid_size, random_state=seed, stratify=labels.loc[rest.index]

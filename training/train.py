@@ -24,9 +24,14 @@ from sklearn import metrics as skm
 
 from tabserve.bundle import md5_file, sha256_file
 from tabserve.schema import FeatureSchema
-from training.modeling import classification_metrics, dmatrix, objective_params, predict_proba
+from training.modeling import (
+    classification_metrics,
+    dmatrix,
+    fit,
+    objective_params,
+    predict_proba,
+)
 from training.params import Params, load_params
-from training.tune import fit
 
 log = logging.getLogger("training.train")
 

@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from load_tests.processes import free_port
 from tests.support import (
     CHEAP_ARGON2,
     TestModel,
     cheap_hasher,
-    free_port,
     import_test_model,
     rsa_keys,
     running_server,

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from load_tests.processes import free_port
 from tests.hardening.conftest import (
     Target,
     assert_envelope,
@@ -28,7 +29,6 @@ from tests.support import (
     REPO,
     TestModel,
     assert_stopped_gracefully,
-    free_port,
     serving,
     steady_load,
 )

@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import REPO, TestModel, free_port, import_test_model
+from load_tests.processes import free_port
+from tests.support import REPO, TestModel, import_test_model
 
 IMAGE = "tabserve-test:latest"
 PASSWORD = "image test password"

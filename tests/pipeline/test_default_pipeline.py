@@ -52,7 +52,9 @@ def test_mlflow_trials_runs_and_registry(repo: Path) -> None:
     assert complete and all(
         "valid_logloss" in r.data.metrics and "max_depth" in r.data.params for r in complete
     )
-    assert any(p.startswith("best.") for p in parent.data.params)
+    assert any(t.startswith("best.") for t in parent.data.tags)
+    assert parent.data.tags["tune.timed_out"] == "false"
+    assert parent.data.metrics["n_finished"] == 6
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/optimization_history.html" in parent_artifacts
 

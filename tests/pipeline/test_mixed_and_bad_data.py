@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from palmerpenguins import load_penguins
 
+from load_tests.processes import free_port, stop_group
 from tabserve.bundle import read_examples, read_schema, verify_bundle
 from tests.pipeline.conftest import (
     commit,
@@ -23,7 +24,6 @@ from tests.pipeline.conftest import (
     set_params,
     stages_run,
 )
-from tests.support import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from load_tests.processes import free_port
 from tests.pipeline.conftest import pipeline_env, run
-from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,9 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_workers_share_one_study_and_finish_exactly_n_trials(make_repo, postgres: str) -> None:
+def test_two_workers_share_one_study_and_finish_n_to_n_plus_one_trials(
+    make_repo, postgres: str
+) -> None:
     repo = make_repo("scale-out", {"tune.n_trials": N_TRIALS})
     run(repo, "dvc", "repro", "prepare")
     env = pipeline_env(repo) | {
@@ -133,9 +136,11 @@ def test_two_workers_share_one_study_and_finish_exactly_n_trials(make_repo, post
     study = optuna.load_study(study_name=names[0], storage=f"{postgres}/optuna")
     states = [t.state.name for t in study.trials]
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(finished) == N_TRIALS, states
+    # Each worker stops once the study holds N_TRIALS finished trials; a trial the other
+    # one had started by then still finishes: k workers end with N to N + k - 1.
+    assert N_TRIALS <= len(finished) <= N_TRIALS + len(workers) - 1, states
     assert "RUNNING" not in states and "FAIL" not in states
-    assert len(study.trials) == N_TRIALS  # no surplus trial was even started
+    assert all("Warning" not in out for out in outputs), outputs
 
     client = mlflow.MlflowClient(tracking_uri=f"{postgres}/mlflow")
     experiment = client.get_experiment_by_name("tabserve")
@@ -149,5 +154,6 @@ def test_two_workers_share_one_study_and_finish_exactly_n_trials(make_repo, post
     parents = [r for r in runs if r.info.run_name.startswith("tune-")]
     assert len(parents) == 1
     assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parents[0].info.run_id}
-    assert (repo / "tuning/best_params.json").exists()
+    best = json.loads((repo / "tuning/best_params.json").read_text())
+    assert best["n_finished"] == len(finished) and best["study"] == names[0]
     del mlflow

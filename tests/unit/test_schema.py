@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabserve.schema import FeatureSchema, infer_schema, is_id_like
+from tabserve.schema import FeatureSchema, category_text, infer_schema, is_id_like
 
 
 @pytest.fixture
@@ -62,6 +62,29 @@ def test_id_like_column_is_dropped_with_reason(mixed: pd.DataFrame) -> None:
 )
 def test_is_id_like(values: list[object], name: str, expected: bool) -> None:
     assert is_id_like(pd.Series(values, name=name)) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1, "1"),
+        (1.0, "1"),
+        (np.int64(1), "1"),
+        (np.float64(1.0), "1"),
+        ("1", "1"),
+        (2.5, "2.5"),
+        (True, "True"),
+        (np.bool_(False), "False"),
+        ("red", "red"),
+        (None, None),
+        (float("nan"), None),
+        (np.nan, None),
+        (pd.NA, None),
+    ],
+)
+def test_category_text_of_frame_values(value: object, text: str | None) -> None:
+    """Frames (parquet, CSV, records): numbers match by text, NaN and NA are missing."""
+    assert category_text(value) == text
 
 
 def test_integer_string_and_multiclass_targets() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tabserve.settings import Settings, SettingsError, load_settings
+from tabserve.settings import Settings, SettingsError, load_settings, model_tag_from_env
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +20,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "TABSERVE_ENV",
         "TABSERVE_MAX_ROWS",
         "TABSERVE_JWT_ALGORITHM",
+        "TABSERVE_MODEL_TAG",
     ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("TABSERVE_LOCAL_DIR", str(tmp_path / ".tabserve"))
@@ -210,3 +211,16 @@ def test_login_and_state_settings_are_checked() -> None:
     with pytest.raises(ValidationError, match="per worker"):
         Settings(login_concurrency=32, argon2_memory_kib=65_536)
     assert Settings(state_url="redis://redis:6379/0").state_url.startswith("redis://")
+
+
+def test_service_import_reads_the_same_model_tag_as_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert model_tag_from_env() == Settings().model_tag == "tabserve:latest"
+    monkeypatch.setenv("TABSERVE_MODEL_TAG", "churn:v7")
+    assert model_tag_from_env() == Settings().model_tag == "churn:v7"
+    monkeypatch.setenv("TABSERVE_MODEL_TAG", "")
+    with pytest.raises(SettingsError, match="TABSERVE_MODEL_TAG"):
+        model_tag_from_env()
+    with pytest.raises(SettingsError, match="TABSERVE_MODEL_TAG"):
+        load_settings()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tabserve.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
-from tabserve.schema import FeatureSchema
+from tabserve.schema import FeatureSchema, FeatureSpec, TargetSpec
 from tabserve.validation import RequestValidator
 from tests.unit.test_validation_fast_path import MIXED as MIXED_SCHEMA
 
@@ -144,3 +144,26 @@ def test_malformed_json_is_400(schema: FeatureSchema, body: bytes) -> None:
     with pytest.raises(MalformedRequestError) as info:
         _validator(schema).validate_body(body)
     assert info.value.status == 400
+
+
+def test_json_values_as_category_text() -> None:
+    """Unlike in a frame, a JSON NaN is not "missing" and a list is not its text."""
+    tricky = FeatureSchema(
+        features=[
+            FeatureSpec(
+                name="c",
+                kind="categorical",
+                categories=["1", "2.5", "True", "[1]", "nan", "inf"],
+                nullable=True,
+            )
+        ],
+        target=TargetSpec(name="y", classes=[0, 1]),
+    )
+    validator = _validator(tricky, max_rows=10)
+    good = [1, 1.0, 2.5, True, "[1]", "nan", None]
+    rows = validator.validate({"rows": [{"c": v} for v in good]})
+    assert [r["c"] for r in rows] == ["1", "1", "2.5", "True", "[1]", "nan", None]
+    for bad in (float("nan"), float("inf"), [1], {"a": 1}):
+        with pytest.raises(RequestValidationError) as info:
+            validator.validate({"rows": [{"c": bad}]})
+        assert info.value.details[0]["field"] == "c"
