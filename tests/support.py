@@ -29,11 +29,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
 from load_tests.processes import free_port, running, stop_group
-from tabserve.bundle import Lineage, sha256_file, write_bundle
-from tabserve.schema import FeatureSchema, infer_schema
+from load_tests.profiles import import_booster, train_booster
+from tabserve.bundle import Lineage
+from tabserve.schema import FeatureSchema
 
 REPO = Path(__file__).resolve().parents[1]
 JSON_TYPE = "application/json"
@@ -45,6 +45,13 @@ CHEAP_ARGON2 = {
     "TABSERVE_ARGON2_MEMORY_KIB": "8192",
     "TABSERVE_ARGON2_PARALLELISM": "1",
 }
+
+
+# Tracing on, as a user switches it on (BentoML 1.4 reads it per service), with BentoML's
+# in-memory test exporter: tabserve switches tracing off when no exporter is configured.
+TRACING_ON = (
+    "services.tabserve.tracing.exporter_type=in_memory services.tabserve.tracing.sample_rate=1.0"
+)
 
 
 def cheap_hasher() -> Any:
@@ -84,28 +91,14 @@ def import_test_model(
     objective: dict[str, Any],
     tag: str = "tabserve:v1",
 ) -> TestModel:
-    """Train a small model on ``frame`` and import it into the BentoML home ``home``."""
-    from bentoml import Tag
-    from bentoml._internal.models.model import ModelStore
-
-    schema = infer_schema(frame, target)
-    features = frame.drop(columns=[target])
+    """Train a small model on ``frame`` and import it into the BentoML home ``home``
+    (the benchmark's profiles are imported with the same functions)."""
     params = {"max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0, **objective}
-    booster = xgb.train(
-        params,
-        xgb.DMatrix(
-            schema.to_frame(features),
-            label=schema.encode_target(frame[target]),
-            enable_categorical=True,
-        ),
-        20,
-    )
+    booster, schema = train_booster(frame, target, params, 20)
+    features = frame.drop(columns=[target])
     rows = json_ready(features)
     targets = frame[target].tolist()
     name, version = tag.split(":")
-    model_file = home / f"{name}-{version}.ubj"
-    home.mkdir(parents=True, exist_ok=True)
-    booster.save_model(str(model_file))
     lineage = Lineage(
         model_name=name,
         registry_version=version.lstrip("v"),
@@ -114,17 +107,11 @@ def import_test_model(
         git_commit="deadbeef",
         params=params,
         metrics={"accuracy": 0.9},
-        model_sha256=sha256_file(model_file),
+        model_sha256="",  # filled in by import_booster
         created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC).isoformat(),
     )
     examples = [{**row, target: t} for row, t in zip(rows[:20], targets[:20], strict=True)]
-    import bentoml
-
-    store = ModelStore(str(home / "models"))
-    with bentoml.models.create(Tag(name, version), _model_store=store) as model:
-        write_bundle(
-            model.path, model_file=model_file, schema=schema, lineage=lineage, examples=examples
-        )
+    import_booster(home, tag, booster, schema, lineage, examples)
     return TestModel(tag, schema, rows, targets)
 
 
