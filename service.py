@@ -129,7 +129,10 @@ class Tabserve:
             return
         self.validator = RequestValidator(self.predictor.schema, self.settings.max_rows)
         self.metrics = service_metrics()
+        if self.predictor.regression:
+            self.metrics.use_value_buckets(self.predictor.schema.target.quantiles)
         lineage = self.predictor.lineage
+        assert lineage is not None  # a verified bundle always has one
         self.metrics.set_model(
             self.model_version, str(stored.tag), lineage.registry_version, lineage.mlflow_run_id
         )
@@ -152,16 +155,17 @@ class Tabserve:
         max_latency_ms=BATCHING.batch_max_latency_ms,
     )
     def predict(self, rows: list[dict[str, Any]]) -> Answers:
-        """Label and class probabilities for each row (rows validated by the gateway)."""
+        """Per row (validated by the gateway): the label and class probabilities, or the
+        value and its prediction interval."""
         answers = self.predictor.predict(rows)
-        self.metrics.record_batch("predict", [a["label"] for a in answers])
+        self.metrics.record("predict", answers)
         return answers
 
     @bentoml.api
     def explain(self, rows: list[dict[str, Any]]) -> Answers:
-        """Per row: the label, the base value and each feature's contribution."""
+        """Per row: the prediction, the base value and each feature's contribution."""
         answers = self.predictor.explain(rows)
-        self.metrics.record_batch("explain", [a["label"] for a in answers])
+        self.metrics.record("explain", answers)
         return answers
 
 

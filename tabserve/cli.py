@@ -237,11 +237,16 @@ def check_serving(settings: Settings) -> list[str]:
     except BundleIntegrityError as exc:
         raise SettingsError(f"model {stored.tag} cannot be served: {exc}") from None
     lineage = predictor.lineage
+    assert lineage is not None  # a verified bundle always has one
     return [
         *messages,
         f"ok: serving {stored.tag} (registry version {lineage.registry_version}, "
         f"run {lineage.mlflow_run_id}, {len(predictor.schema.features)} features, "
-        f"classes {predictor.classes})",
+        + (
+            f"regression of {predictor.schema.target.name!r})"
+            if predictor.regression
+            else f"classes {predictor.classes})"
+        ),
     ]
 
 

@@ -23,22 +23,52 @@ LOGIN_OUTCOMES = ("success", "failure", "throttled", "busy")
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
-@dataclass(frozen=True)
+def value_buckets(quantiles: Sequence[float]) -> tuple[float, ...]:
+    """Histogram buckets for predicted values: the training target's deciles (distinct,
+    sorted), so that each bucket holds about a tenth of what training saw."""
+    return tuple(sorted({float(q) for q in quantiles})) or (0.0,)
+
+
+@dataclass
 class ServiceMetrics:
     """The tabserve metrics (process-wide singletons: a registry accepts a name once)."""
 
     predictions: Any
     batch_rows: Any
     model_info: Any
+    predicted_values: Any = None  # created for a regression model (buckets from its target)
 
-    def record_batch(self, endpoint: str, labels: Sequence[Any]) -> None:
-        """Count one model call over ``labels`` (one predicted label per row)."""
-        self.batch_rows.labels(endpoint=endpoint).observe(len(labels))
+    def use_value_buckets(self, quantiles: Sequence[float]) -> None:
+        """Create ``tabserve_predicted_value`` with buckets from the target's quantiles
+        (once per process: a process serves one model)."""
+        with _LOCK:
+            if self.predicted_values is None:
+                from prometheus_client import Histogram
+
+                self.predicted_values = Histogram(
+                    "tabserve_predicted_value",
+                    "Predicted values (regression models), buckets at the training "
+                    "target's deciles",
+                    labelnames=["endpoint", "source"],
+                    buckets=value_buckets(quantiles),
+                )
+
+    def record(self, endpoint: str, answers: Sequence[dict[str, Any]], source: str = "api") -> None:
+        """Count one model call: its rows, and what it answered (the class of each row,
+        or each predicted value into ``tabserve_predicted_value``)."""
+        self.batch_rows.labels(endpoint=endpoint, source=source).observe(len(answers))
+        if answers and "value" in answers[0]:
+            if self.predicted_values is not None:
+                histogram = self.predicted_values.labels(endpoint=endpoint, source=source)
+                for answer in answers:
+                    histogram.observe(answer["value"])
+            return
         counts: dict[str, int] = {}
-        for label in labels:
-            counts[str(label)] = counts.get(str(label), 0) + 1
+        for answer in answers:
+            label = str(answer["label"])
+            counts[label] = counts.get(label, 0) + 1
         for label, count in counts.items():
-            self.predictions.labels(endpoint=endpoint, label=label).inc(count)
+            self.predictions.labels(endpoint=endpoint, label=label, source=source).inc(count)
 
     def set_model(self, version: str, tag: str, registry_version: str, run_id: str) -> None:
         """Publish the served model's identity as an info-style gauge (value 1)."""
@@ -57,13 +87,13 @@ def service_metrics() -> ServiceMetrics:
             _METRICS = ServiceMetrics(
                 predictions=Counter(
                     "tabserve_predictions",
-                    "Rows predicted, by predicted class",
-                    labelnames=["endpoint", "label"],
+                    "Rows predicted, by predicted class and source (api, ui)",
+                    labelnames=["endpoint", "label", "source"],
                 ),
                 batch_rows=Histogram(
                     "tabserve_batch_rows",
                     "Rows per model call (adaptive batches merge concurrent requests)",
-                    labelnames=["endpoint"],
+                    labelnames=["endpoint", "source"],
                     buckets=ROW_BUCKETS,
                 ),
                 model_info=Gauge(

@@ -84,28 +84,41 @@ def import_test_model(
     objective: dict[str, Any],
     tag: str = "tabserve:v1",
 ) -> TestModel:
-    """Train a small model on ``frame`` and import it into the BentoML home ``home``."""
+    """Train a small model on ``frame`` and import it into the BentoML home ``home``.
+
+    A regression objective (``reg:...``) also gets its interval model, calibrated on the
+    same rows (``training.modeling.fit_interval``): a test bundle, not a good model.
+    """
     from bentoml import Tag
     from bentoml._internal.models.model import ModelStore
 
-    schema = infer_schema(frame, target)
+    from tabserve.bundle import INTERVAL_FILE, QUANTILES_FILE
+
+    regression = str(objective.get("objective", "")).startswith("reg:")
+    schema = infer_schema(frame, target, task="regression" if regression else "classification")
     features = frame.drop(columns=[target])
     params = {"max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0, **objective}
-    booster = xgb.train(
-        params,
-        xgb.DMatrix(
-            schema.to_frame(features),
-            label=schema.encode_target(frame[target]),
-            enable_categorical=True,
-        ),
-        20,
+    data = xgb.DMatrix(
+        schema.to_frame(features),
+        label=schema.encode_target(frame[target]),
+        enable_categorical=True,
     )
+    booster = xgb.train(params, data, 20)
     rows = json_ready(features)
     targets = frame[target].tolist()
     name, version = tag.split(":")
-    model_file = home / f"{name}-{version}.ubj"
-    home.mkdir(parents=True, exist_ok=True)
+    folder = home / f"{name}-{version}-files"
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = folder / "model.ubj"
     booster.save_model(str(model_file))
+    extra: dict[str, Path] = {}
+    if regression:
+        from training.modeling import fit_interval
+
+        ends, calibration = fit_interval(params, data, data, 0.9, 20, 5)
+        ends.save_model(str(folder / QUANTILES_FILE))
+        (folder / INTERVAL_FILE).write_text(calibration.model_dump_json())
+        extra = {QUANTILES_FILE: folder / QUANTILES_FILE, INTERVAL_FILE: folder / INTERVAL_FILE}
     lineage = Lineage(
         model_name=name,
         registry_version=version.lstrip("v"),
@@ -113,8 +126,9 @@ def import_test_model(
         data_md5={"train": "0" * 32, "test": "1" * 32},
         git_commit="deadbeef",
         params=params,
-        metrics={"accuracy": 0.9},
+        metrics={"rmse": 1.0} if regression else {"accuracy": 0.9},
         model_sha256=sha256_file(model_file),
+        files_sha256={name: sha256_file(path) for name, path in extra.items()},
         created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC).isoformat(),
     )
     examples = [{**row, target: t} for row, t in zip(rows[:20], targets[:20], strict=True)]
@@ -123,7 +137,12 @@ def import_test_model(
     store = ModelStore(str(home / "models"))
     with bentoml.models.create(Tag(name, version), _model_store=store) as model:
         write_bundle(
-            model.path, model_file=model_file, schema=schema, lineage=lineage, examples=examples
+            model.path,
+            model_file=model_file,
+            schema=schema,
+            lineage=lineage,
+            examples=examples,
+            extra_files=extra,
         )
     return TestModel(tag, schema, rows, targets)
 

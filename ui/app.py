@@ -22,11 +22,18 @@ import gradio as gr
 import pandas as pd
 
 from tabserve.errors import RequestValidationError
+from tabserve.metrics import ServiceMetrics, service_metrics
 from tabserve.predictor import Predictor
 from tabserve.validation import ROWS_FIELD, RequestValidator
 from ui.batch import REJECTED_COLUMNS, BatchError, read_csv, score_frame
 from ui.card import card_markdown
-from ui.charts import contribution_chart, empty_chart, importance_chart, probability_chart
+from ui.charts import (
+    contribution_chart,
+    empty_chart,
+    importance_chart,
+    probability_chart,
+    value_chart,
+)
 from ui.form import FormField, example_rows, form_fields, row_from_values, values_from_row
 
 logger = logging.getLogger("tabserve.ui")
@@ -108,14 +115,22 @@ class ScoredFiles:
         return folder / f"{safe}-scored.csv"
 
 
-def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILimits) -> gr.Blocks:
+def build_blocks(
+    predictor: Predictor,
+    validator: RequestValidator,
+    limits: UILimits,
+    metrics: ServiceMetrics | None = None,
+) -> gr.Blocks:
     """The whole UI for one loaded model.
 
     Args:
         predictor: the service's predictor (called in process).
         validator: the service's request validator (the API's rules and messages).
         limits: size and row limits of the batch tab.
+        metrics: the service's metrics, where the UI's rows count too (``source="ui"``);
+            the process's own by default.
     """
+    metrics = metrics or service_metrics()
     schema = predictor.schema
     fields = form_fields(schema)
     examples = example_rows(schema, predictor.examples)
@@ -123,6 +138,10 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
     importance = predictor.global_importance()
     scored_files = ScoredFiles()
     classes = [str(c) for c in schema.target.classes]
+    target = schema.target
+    regression = target.is_regression
+    blank_title = f"Predicted {target.name}" if regression else "Class probabilities"
+    no_answer = f"### Predicted {target.name}: –" if regression else "### Predicted label: –"
 
     inputs: list[gr.Number | gr.Dropdown] = []  # filled when the form is laid out
 
@@ -132,28 +151,49 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
         try:
             clean = validator.validate({ROWS_FIELD: [row]})
         except RequestValidationError as error:
-            blank = empty_chart("Class probabilities", "fix the form to see a prediction")
-            return ("### Predicted label: –", _validation_message(error), blank, "", None)
-        answer = predictor.predict(clean)[0]
-        probabilities = answer["probabilities"]
-        label_md = f"### Predicted label: `{answer['label']}`"
-        raw = json.dumps({"label": answer["label"], "probabilities": probabilities})
+            blank = empty_chart(blank_title, "fix the form to see a prediction")
+            return (no_answer, _validation_message(error), blank, "", None)
+        answers = predictor.predict(clean)
+        metrics.record("predict", answers, source="ui")
+        answer = answers[0]
+        raw = json.dumps(answer)
+        if regression:
+            interval = answer["interval"]
+            headline = (
+                f"### Predicted {target.name}: `{answer['value']:.6g}`  \n"
+                f"{interval['coverage']:.0%} interval: {interval['low']:.6g} to "
+                f"{interval['high']:.6g}"
+            )
+            chart = value_chart(
+                answer["value"],
+                interval["low"],
+                interval["high"],
+                interval["coverage"],
+                target.quantiles,
+                target.name,
+            )
+        else:
+            headline = f"### Predicted label: `{answer['label']}`"
+            chart = probability_chart(answer["probabilities"], answer["label"])
         if _allows(_request_scopes(request), EXPLAIN_SCOPE):
             explained = predictor.explain(clean)[0]
             contrib = contribution_chart(
-                explained["contributions"], explained["explained_class"], explained["base_value"]
+                explained["contributions"],
+                explained.get("explained_class"),
+                explained["base_value"],
             )
         else:
             contrib = empty_chart(
                 "Why this prediction", f"your account lacks the {EXPLAIN_SCOPE!r} scope"
             )
-        return (label_md, "", probability_chart(probabilities, answer["label"]), raw, contrib)
+        return (headline, "", chart, raw, contrib)
 
     def random_example() -> tuple[Any, ...]:
         if not examples:
             return (*(gr.skip() for _ in fields), "No test examples ship with this model.")
         pick = random.choice(examples)  # a UI convenience, not security
-        note = f"Random example from the test split (true label: `{pick['label']}`)."
+        truth = "true value" if regression else "true label"
+        note = f"Random example from the test split ({truth}: `{pick['label']}`)."
         return (*values_from_row(schema, pick["row"]), note)
 
     def score(upload: str | None) -> tuple[Any, ...]:
@@ -162,7 +202,7 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
         path = Path(upload)
         try:
             frame = read_csv(path.read_bytes(), limits.max_upload_bytes, limits.max_rows)
-            result = score_frame(frame, predictor, validator)
+            result = score_frame(frame, predictor, validator, metrics)
         except BatchError as error:
             return (f"**Not scored.** {error}", None, _empty_rejected(), None)
         out = scored_files.new_path(path.stem)
@@ -186,10 +226,12 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
         delete_cache=(SCORED_FILE_TTL_S, SCORED_FILE_TTL_S),
     ) as blocks:
         with gr.Row(elem_id="ui-header"):
-            gr.Markdown(
-                f"## tabserve · `{card['tag']}` · {card['task']} "
-                f"({len(classes)} classes: {', '.join(f'`{c}`' for c in classes)})"
+            what = (
+                f"`{target.name}`, observed {target.min:.4g} to {target.max:.4g}"
+                if regression
+                else f"{len(classes)} classes: {', '.join(f'`{c}`' for c in classes)}"
             )
+            gr.Markdown(f"## tabserve · `{card['tag']}` · {card['task']} ({what})")
             gr.HTML('<a href="logout" id="ui-logout" class="logout">Log out</a>')
         with gr.Tabs():
             with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
@@ -211,10 +253,10 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
                                 for spec in fields[start : start + FIELDS_PER_ROW]:
                                     inputs.append(_component(spec))
                     with gr.Column(scale=2):
-                        label_out = gr.Markdown("### Predicted label: –", elem_id="ui-label")
+                        label_out = gr.Markdown(no_answer, elem_id="ui-label")
                         status_out = gr.Markdown("", elem_id="ui-status")
                         proba_plot = gr.Plot(
-                            label="Class probabilities", show_label=False, elem_id="ui-proba-chart"
+                            label=blank_title, show_label=False, elem_id="ui-proba-chart"
                         )
                         proba_raw = gr.Textbox(
                             label="Answer as JSON (exact values, as POST /predict returns)",
@@ -244,7 +286,12 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
                     f"(up to {limit_kb:,} KB and {limits.max_rows:,} rows). Every row is "
                     "checked like `POST /predict`; rows that fail are listed with the "
                     "reason and the others are scored. The scored CSV keeps your columns "
-                    "and adds `line`, `label` and one `proba_<class>` column per class."
+                    "and adds `line` and "
+                    + (
+                        "`prediction`, `low` and `high` (the prediction interval)."
+                        if regression
+                        else "`label` and one `proba_<class>` column per class."
+                    )
                 )
                 upload = gr.File(
                     label="CSV to score",
@@ -263,7 +310,7 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
                     elem_id="ui-batch-errors",
                 )
                 preview = gr.Dataframe(
-                    value=pd.DataFrame(columns=["line", "label"]),
+                    value=pd.DataFrame(columns=["line", "prediction" if regression else "label"]),
                     label=f"Scored rows (first {PREVIEW_ROWS})",
                     interactive=False,
                     elem_id="ui-batch-preview",
