@@ -23,12 +23,13 @@ from starlette.routing import Route
 
 from tabserve import bentoml_fixes
 from tabserve.auth import AuthMiddleware
-from tabserve.bundle import BundleIntegrityError
+from tabserve.bundle import BundleIntegrityError, read_reference
 from tabserve.errors import NotReadyError
 from tabserve.gateway import EnvelopeMiddleware, JsonBodyMiddleware, error_response
 from tabserve.heap import freeze_startup_heap
 from tabserve.logs import configure_logging
-from tabserve.metrics import service_metrics
+from tabserve.metrics import ready_gauge, service_metrics
+from tabserve.monitor import Monitor
 from tabserve.openapi import OpenAPIMiddleware
 from tabserve.predictor import Predictor
 from tabserve.settings import (
@@ -126,11 +127,19 @@ class Tabserve:
             # restart the worker forever, with nothing answering on the port.
             self.refused = str(exc)
             logger.error("model %s refused, the service will not become ready: %s", stored, exc)
+            ready_gauge().set(0)
             return
         self.validator = RequestValidator(self.predictor.schema, self.settings.max_rows)
         self.metrics = service_metrics()
         if self.predictor.regression:
             self.metrics.use_value_buckets(self.predictor.schema.target.quantiles)
+        reference = read_reference(stored.path)
+        if reference is None:
+            logger.warning("model %s has no drift reference: no drift gauges", stored)
+        self.monitor = Monitor(
+            self.metrics, self.settings, reference, self.predictor.schema, self.model_version
+        )
+        ready_gauge().set(1)
         lineage = self.predictor.lineage
         assert lineage is not None  # a verified bundle always has one
         self.metrics.set_model(
@@ -157,15 +166,17 @@ class Tabserve:
     def predict(self, rows: list[dict[str, Any]]) -> Answers:
         """Per row (validated by the gateway): the label and class probabilities, or the
         value and its prediction interval."""
-        answers = self.predictor.predict(rows)
-        self.metrics.record("predict", answers)
+        matrix = self.predictor.matrix(rows)
+        answers = self.predictor.answers(matrix)
+        self.monitor.observe("predict", matrix, answers)
         return answers
 
     @bentoml.api
     def explain(self, rows: list[dict[str, Any]]) -> Answers:
         """Per row: the prediction, the base value and each feature's contribution."""
-        answers = self.predictor.explain(rows)
-        self.metrics.record("explain", answers)
+        matrix = self.predictor.matrix(rows)
+        answers = self.predictor.explanations(matrix)
+        self.monitor.observe("explain", matrix, answers)
         return answers
 
 

@@ -9,6 +9,8 @@ model read them back. Layout (all plain files, no pickle):
 - ``schema.json``: the :class:`~tabserve.schema.FeatureSchema`;
 - regression only: ``quantiles.ubj``, the booster of the prediction interval's two
   ends, and ``intervals.json``, how they are calibrated (:class:`Interval`);
+- ``reference.json``: the training data's profile, the reference of the service's
+  drift gauges (:class:`tabserve.drift.Reference`);
 - ``lineage.json``: where the model came from (:class:`Lineage`), with the sha256 of
   the model and of every other model file, checked whenever the bundle is read;
 - ``examples.json``: a sample of rows from the frozen test split, with labels.
@@ -20,9 +22,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from tabserve.drift import Reference
 
 from tabserve.schema import FeatureSchema
 
@@ -32,8 +37,9 @@ LINEAGE_FILE = "lineage.json"
 EXAMPLES_FILE = "examples.json"
 QUANTILES_FILE = "quantiles.ubj"
 INTERVAL_FILE = "intervals.json"
+REFERENCE_FILE = "reference.json"
 # Model files beside model.ubj and schema.json, each sha256-checked through the lineage.
-EXTRA_FILES = (QUANTILES_FILE, INTERVAL_FILE)
+EXTRA_FILES = (QUANTILES_FILE, INTERVAL_FILE, REFERENCE_FILE)
 
 
 class Interval(BaseModel):
@@ -189,3 +195,11 @@ def read_interval(directory: str | Path) -> Interval | None:
     """The interval's calibration (``intervals.json``), or None for a classifier."""
     path = Path(directory) / INTERVAL_FILE
     return Interval.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def read_reference(directory: str | Path) -> Reference | None:
+    """The drift reference (``reference.json``), or None for a bundle made without one."""
+    from tabserve.drift import Reference
+
+    path = Path(directory) / REFERENCE_FILE
+    return Reference.model_validate_json(path.read_text()) if path.exists() else None

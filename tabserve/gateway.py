@@ -23,7 +23,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tabserve import logs
 from tabserve.errors import (
@@ -37,7 +37,10 @@ from tabserve.errors import (
     is_envelope,
 )
 from tabserve.settings import Settings
-from tabserve.validation import RequestValidator
+from tabserve.validation import ROWS_FIELD, RequestValidator
+
+if TYPE_CHECKING:
+    from tabserve.monitor import Monitor
 
 logger = logging.getLogger("tabserve.gateway")
 
@@ -61,6 +64,10 @@ class ServingState(Protocol):
     @property
     def settings(self) -> Settings:
         """The worker's settings (keys, limits), loaded when the service started."""
+
+    @property
+    def monitor(self) -> Monitor:
+        """What records model calls (the inference log among them)."""
 
 
 StateProvider = Callable[[], "ServingState | None"]
@@ -319,7 +326,31 @@ class JsonBodyMiddleware:
             result: dict[str, Any] = await receive()  # only http.disconnect remains
             return result
 
-        await self.app({**scope, "headers": headers}, replay, send)
+        if not serving.monitor.logging_rows:
+            await self.app({**scope, "headers": headers}, replay, send)
+            return
+        # The inference log: each request's own rows and answers, written once it was
+        # answered 200 (adaptive batching merges requests before the API function runs,
+        # so this is the one place that knows which rows and answers are whose).
+        status = 0
+        chunks: list[bytes] = []
+
+        async def keep(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and status == 200:
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.app({**scope, "headers": headers}, replay, keep)
+        if status == 200:
+            serving.monitor.log_rows(
+                json.loads(clean)[ROWS_FIELD],
+                json.loads(b"".join(chunks)),
+                request_id=scope.get("state", {}).get("request_id"),
+                endpoint=scope["path"].strip("/"),
+            )
 
 
 async def _read_body(receive: Any) -> bytes:

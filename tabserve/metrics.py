@@ -11,11 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tabserve.drift import DriftReport
 
 _LOCK = threading.Lock()
 _METRICS: ServiceMetrics | None = None
 _AUTH_METRICS: AuthMetrics | None = None
+_DRIFT_METRICS: DriftMetrics | None = None
+_READY: Any = None
 # The outcomes of a login attempt (``tabserve_login_attempts_total{outcome}``).
 LOGIN_OUTCOMES = ("success", "failure", "throttled", "busy")
 
@@ -104,6 +109,83 @@ def service_metrics() -> ServiceMetrics:
                 ),
             )
         return _METRICS
+
+
+@dataclass(frozen=True)
+class DriftMetrics:
+    """The drift gauges. Each worker publishes its own window's numbers; Prometheus'
+    multiprocess mode exports the largest PSI (and missing-rate change) among the live
+    workers, and the sum of their window sizes."""
+
+    feature_psi: Any
+    missing_delta: Any
+    prediction_psi: Any
+    window_rows: Any
+
+    def publish(self, report: DriftReport, min_rows: int) -> None:
+        """Set the gauges from a window's report (the PSIs once it holds ``min_rows``)."""
+        self.window_rows.set(report.rows)
+        if report.rows < min_rows:
+            return
+        for feature, value in report.feature_psi.items():
+            self.feature_psi.labels(feature=feature).set(value)
+        for feature, value in report.missing_delta.items():
+            self.missing_delta.labels(feature=feature).set(value)
+        if report.prediction_psi is not None:
+            self.prediction_psi.set(report.prediction_psi)
+
+
+def drift_metrics() -> DriftMetrics:
+    """The process's :class:`DriftMetrics`, created on first use (never at import)."""
+    global _DRIFT_METRICS
+    with _LOCK:
+        if _DRIFT_METRICS is None:
+            from prometheus_client import Gauge
+
+            _DRIFT_METRICS = DriftMetrics(
+                feature_psi=Gauge(
+                    "tabserve_feature_drift_psi",
+                    "PSI of each feature in the rolling window of served rows against the "
+                    "training reference (largest among live workers)",
+                    labelnames=["feature"],
+                    multiprocess_mode="livemax",
+                ),
+                missing_delta=Gauge(
+                    "tabserve_feature_missing_delta",
+                    "Missing rate of each feature in the window minus the training one "
+                    "(largest among live workers)",
+                    labelnames=["feature"],
+                    multiprocess_mode="livemax",
+                ),
+                prediction_psi=Gauge(
+                    "tabserve_prediction_drift_psi",
+                    "PSI of the window's predictions against the validation split's "
+                    "(largest among live workers)",
+                    multiprocess_mode="livemax",
+                ),
+                window_rows=Gauge(
+                    "tabserve_drift_window_rows",
+                    "Rows in the drift windows (summed over live workers)",
+                    multiprocess_mode="livesum",
+                ),
+            )
+        return _DRIFT_METRICS
+
+
+def ready_gauge() -> Any:
+    """``tabserve_ready``: 1 once the worker's model is loaded and verified, 0 while it is
+    refused (the smallest among live workers: one unready worker shows)."""
+    global _READY
+    with _LOCK:
+        if _READY is None:
+            from prometheus_client import Gauge
+
+            _READY = Gauge(
+                "tabserve_ready",
+                "1 when the model is loaded and verified (/readyz 200), else 0",
+                multiprocess_mode="livemin",
+            )
+        return _READY
 
 
 @dataclass(frozen=True)

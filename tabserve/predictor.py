@@ -226,17 +226,21 @@ class Predictor:
         self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Regression: ``(values, lows, highs)`` of the rows, each ``(n_rows,)``."""
-        matrix = self.matrix(rows)
         assert self.interval is not None
-        return regression_values(self.booster, *self.interval, matrix)
+        return regression_values(self.booster, *self.interval, self.matrix(rows))
 
     def predict(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """One answer per row: ``{"label", "probabilities"}`` for a classifier,
         ``{"value", "interval": {"low", "high", "coverage"}}`` for a regression model."""
+        return self.answers(self.matrix(rows))
+
+    def answers(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        """:meth:`predict` of rows already encoded (:meth:`matrix`)."""
         if self.regression:
             assert self.interval is not None
-            return regression_answers(*self.predict_values(rows), self.interval[1].coverage)
-        return classification_answers(self.classes, self.predict_proba(rows))
+            values = regression_values(self.booster, *self.interval, matrix)
+            return regression_answers(*values, self.interval[1].coverage)
+        return classification_answers(self.classes, class_probabilities(self.booster, matrix))
 
     # ---- explanations ------------------------------------------------------
     def explain(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -246,7 +250,10 @@ class Predictor:
         of a regression model; the log-odds of class 1 for a binary model, of the
         predicted class otherwise.
         """
-        data = self.matrix(rows)
+        return self.explanations(self.matrix(rows))
+
+    def explanations(self, data: np.ndarray) -> list[dict[str, Any]]:
+        """:meth:`explain` of rows already encoded (:meth:`matrix`)."""
         contribs = self.booster.predict(
             xgb.DMatrix(
                 data,

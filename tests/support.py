@@ -92,7 +92,7 @@ def import_test_model(
     from bentoml import Tag
     from bentoml._internal.models.model import ModelStore
 
-    from tabserve.bundle import INTERVAL_FILE, QUANTILES_FILE
+    from tabserve.bundle import INTERVAL_FILE, QUANTILES_FILE, REFERENCE_FILE
 
     regression = str(objective.get("objective", "")).startswith("reg:")
     schema = infer_schema(frame, target, task="regression" if regression else "classification")
@@ -112,13 +112,22 @@ def import_test_model(
     model_file = folder / "model.ubj"
     booster.save_model(str(model_file))
     extra: dict[str, Path] = {}
+    interval = None
     if regression:
         from training.modeling import fit_interval
 
-        ends, calibration = fit_interval(params, data, data, 0.9, 20, 5)
-        ends.save_model(str(folder / QUANTILES_FILE))
-        (folder / INTERVAL_FILE).write_text(calibration.model_dump_json())
+        interval = fit_interval(params, data, data, 0.9, 20, 5)
+        interval[0].save_model(str(folder / QUANTILES_FILE))
+        (folder / INTERVAL_FILE).write_text(interval[1].model_dump_json())
         extra = {QUANTILES_FILE: folder / QUANTILES_FILE, INTERVAL_FILE: folder / INTERVAL_FILE}
+    # The drift reference, as `train` makes it (here the rows stand in for both splits).
+    from tabserve.drift import build_reference
+    from tabserve.predictor import Predictor
+
+    predictor = Predictor(booster, schema, None, version=version, interval=interval)
+    reference = build_reference(schema, schema.encode(features), predictor.predict(features))
+    (folder / REFERENCE_FILE).write_text(reference.model_dump_json())
+    extra[REFERENCE_FILE] = folder / REFERENCE_FILE
     lineage = Lineage(
         model_name=name,
         registry_version=version.lstrip("v"),

@@ -29,12 +29,14 @@ from tabserve.bundle import (
     INTERVAL_FILE,
     MODEL_FILE,
     QUANTILES_FILE,
+    REFERENCE_FILE,
     SCHEMA_FILE,
     Interval,
     md5_file,
     model_files_sha256,
     sha256_file,
 )
+from tabserve.drift import Reference, build_reference
 from tabserve.predictor import Predictor
 from tabserve.schema import FeatureSchema
 from training.modeling import Evaluation, dmatrix, evaluate, fit, fit_interval, objective_params
@@ -51,12 +53,14 @@ N_EXAMPLES = 200
 
 @dataclass(frozen=True)
 class Trained:
-    """The result of :func:`train`: the boosters, and how they score on the test split."""
+    """The result of :func:`train`: the boosters, how they score on the test split, and
+    the reference profile of the service's drift gauges."""
 
     booster: xgb.Booster
     booster_params: dict[str, Any]
     interval: tuple[xgb.Booster, Interval] | None
     evaluation: Evaluation
+    reference: Reference
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -94,7 +98,12 @@ def train(
             params.train.early_stopping_rounds,
         )
     predictor = Predictor(booster, schema, None, version="test", interval=interval)
-    return Trained(booster, booster_params, interval, evaluate(predictor, splits["test"]))
+    reference = build_reference(
+        schema, schema.encode(splits["train"]), predictor.predict(splits["valid"])
+    )
+    return Trained(
+        booster, booster_params, interval, evaluate(predictor, splits["test"]), reference
+    )
 
 
 def write_model_files(result: Trained, schema_file: Path, folder: Path) -> dict[str, str]:
@@ -107,6 +116,7 @@ def write_model_files(result: Trained, schema_file: Path, folder: Path) -> dict[
         ends, calibration = result.interval
         ends.save_model(folder / QUANTILES_FILE)
         (folder / INTERVAL_FILE).write_text(calibration.model_dump_json(indent=2) + "\n")
+    (folder / REFERENCE_FILE).write_text(result.reference.model_dump_json(indent=1) + "\n")
     return model_files_sha256(folder)
 
 
@@ -361,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_plot_images(schema, result.evaluation, Path(tmp)):
             mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_artifact(str(args.prepared / "schema.json"))
+        mlflow.log_artifact(str(BUNDLE_DIR / REFERENCE_FILE))  # the drift reference
         log_data_report(json.loads((args.prepared / "report.json").read_text()))
         example_path = Path(tmp) / "examples.json"
         example_path.write_text(json.dumps(examples(schema, splits["test"], params.seed)) + "\n")

@@ -22,7 +22,7 @@ import gradio as gr
 import pandas as pd
 
 from tabserve.errors import RequestValidationError
-from tabserve.metrics import ServiceMetrics, service_metrics
+from tabserve.monitor import Monitor
 from tabserve.predictor import Predictor
 from tabserve.validation import ROWS_FIELD, RequestValidator
 from ui.batch import REJECTED_COLUMNS, BatchError, read_csv, score_frame
@@ -85,6 +85,14 @@ def _request_scopes(request: gr.Request | None) -> tuple[str, ...]:
     return tuple(scopes) if isinstance(scopes, list | tuple) else ()
 
 
+def _request_id(request: gr.Request | None) -> str | None:
+    """The id the service gave this request (``X-Request-ID``), for the inference log."""
+    raw = getattr(request, "request", None) if request is not None else None
+    state = getattr(raw, "scope", {}).get("state", {}) if raw is not None else {}
+    found = state.get("request_id")
+    return str(found) if found is not None else None
+
+
 def _allows(scopes: Sequence[str], scope: str) -> bool:
     return scope in scopes or "admin" in scopes
 
@@ -119,7 +127,7 @@ def build_blocks(
     predictor: Predictor,
     validator: RequestValidator,
     limits: UILimits,
-    metrics: ServiceMetrics | None = None,
+    monitor: Monitor | None = None,
 ) -> gr.Blocks:
     """The whole UI for one loaded model.
 
@@ -127,10 +135,9 @@ def build_blocks(
         predictor: the service's predictor (called in process).
         validator: the service's request validator (the API's rules and messages).
         limits: size and row limits of the batch tab.
-        metrics: the service's metrics, where the UI's rows count too (``source="ui"``);
-            the process's own by default.
+        monitor: the service's monitor: the UI's rows count in its metrics, drift window
+            and inference log like the API's, as ``source="ui"`` (None: not recorded).
     """
-    metrics = metrics or service_metrics()
     schema = predictor.schema
     fields = form_fields(schema)
     examples = example_rows(schema, predictor.examples)
@@ -153,8 +160,13 @@ def build_blocks(
         except RequestValidationError as error:
             blank = empty_chart(blank_title, "fix the form to see a prediction")
             return (no_answer, _validation_message(error), blank, "", None)
-        answers = predictor.predict(clean)
-        metrics.record("predict", answers, source="ui")
+        matrix = predictor.matrix(clean)
+        answers = predictor.answers(matrix)
+        if monitor is not None:
+            monitor.observe("predict", matrix, answers, source="ui")
+            monitor.log_rows(
+                clean, answers, request_id=_request_id(request), endpoint="predict", source="ui"
+            )
         answer = answers[0]
         raw = json.dumps(answer)
         if regression:
@@ -196,13 +208,13 @@ def build_blocks(
         note = f"Random example from the test split ({truth}: `{pick['label']}`)."
         return (*values_from_row(schema, pick["row"]), note)
 
-    def score(upload: str | None) -> tuple[Any, ...]:
+    def score(upload: str | None, request: gr.Request) -> tuple[Any, ...]:
         if upload is None:
             return ("Upload a CSV file to score it.", None, _empty_rejected(), None)
         path = Path(upload)
         try:
             frame = read_csv(path.read_bytes(), limits.max_upload_bytes, limits.max_rows)
-            result = score_frame(frame, predictor, validator, metrics)
+            result = score_frame(frame, predictor, validator, monitor, _request_id(request))
         except BatchError as error:
             return (f"**Not scored.** {error}", None, _empty_rejected(), None)
         out = scored_files.new_path(path.stem)

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from tabserve.auth import UI_PREFIX, is_ui_path
 from tabserve.errors import NotFoundError, NotReadyError
 from tabserve.heap import freeze_startup_heap
-from tabserve.metrics import ServiceMetrics
+from tabserve.monitor import Monitor
 from tabserve.predictor import Predictor
 from tabserve.settings import Settings
 from tabserve.validation import RequestValidator
@@ -52,8 +52,8 @@ class UIServingState(Protocol):
         """The worker's settings (limits)."""
 
     @property
-    def metrics(self) -> ServiceMetrics:
-        """The service's metrics (the UI's rows count there too)."""
+    def monitor(self) -> Monitor:
+        """The service's monitor (the UI's rows count there too)."""
 
 
 class _PrefixRoute(BaseRoute):
@@ -87,7 +87,7 @@ def build_host(serving: UIServingState) -> Any:
 
     settings = serving.settings
     limits = UILimits(settings.ui_upload_limit_bytes, settings.ui_batch_max_rows)
-    blocks = build_blocks(serving.predictor, serving.validator, limits, serving.metrics)
+    blocks = build_blocks(serving.predictor, serving.validator, limits, serving.monitor)
     blocks.queue(default_concurrency_limit=2)
     theme = gr.themes.Default(
         primary_hue="orange",
