@@ -11,7 +11,7 @@ Run with ``bentoml serve service:Tabserve``.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import bentoml
 from bentoml.exceptions import BentoMLException
@@ -80,7 +80,7 @@ def serving_instance() -> Tabserve | None:
         instance = bentoml.get_current_service()
     except BentoMLException:
         return None
-    if not isinstance(instance, Tabserve.inner) or instance.refused is not None:
+    if not isinstance(instance, SERVICE.inner) or instance.refused is not None:
         return None
     return instance
 
@@ -180,9 +180,12 @@ class Tabserve:
         return answers
 
 
+# `@bentoml.service` turns the class into a bentoml Service (its `inner` is the class);
+# mypy does not apply class decorators, so the Service is named here for the type checker.
+SERVICE: bentoml.Service[Tabserve] = cast("bentoml.Service[Tabserve]", Tabserve)
 # Outermost first: the envelope wraps auth, which wraps the JSON body checks; the docs
 # rewriter only touches /docs.json.
-Tabserve.add_asgi_middleware(EnvelopeMiddleware, state=serving_instance)
-Tabserve.add_asgi_middleware(AuthMiddleware, state=serving_instance)
-Tabserve.add_asgi_middleware(JsonBodyMiddleware, state=serving_instance)
-Tabserve.add_asgi_middleware(OpenAPIMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(EnvelopeMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(AuthMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(JsonBodyMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(OpenAPIMiddleware, state=serving_instance)
