@@ -443,6 +443,14 @@ def check_secret(secret: str) -> str:
     return secret
 
 
+def _problems(exc: ValidationError) -> str:
+    """One line naming each variable at fault (``TABSERVE_MAX_ROWS: ...``)."""
+    return "; ".join(
+        f"TABSERVE_{'_'.join(str(p) for p in err['loc']).upper() or '?'}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False)
+    )
+
+
 def load_settings() -> Settings:
     """Read :class:`Settings` from the environment.
 
@@ -452,11 +460,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TABSERVE_{'_'.join(str(p) for p in err['loc']).upper() or '?'}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)
-        )
-        raise SettingsError(f"invalid settings: {problems}") from None
+        raise SettingsError(f"invalid settings: {_problems(exc)}") from None
 
 
 def load_server_settings() -> ServerSettings:
@@ -464,11 +468,7 @@ def load_server_settings() -> ServerSettings:
     try:
         return ServerSettings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TABSERVE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)
-        )
-        raise SettingsError(f"invalid server settings: {problems}") from None
+        raise SettingsError(f"invalid server settings: {_problems(exc)}") from None
 
 
 def load_batching_settings() -> BatchingSettings:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -45,6 +46,23 @@ CHEAP_ARGON2 = {
     "TABSERVE_ARGON2_MEMORY_KIB": "8192",
     "TABSERVE_ARGON2_PARALLELISM": "1",
 }
+
+
+def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
+    """Environment of a ``bentoml serve`` whose state (BentoML home, users file, local
+    folder) lives under ``root``, with cheap argon2 logins."""
+    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return {
+        **base,
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "TABSERVE_ENV": "development",
+        "TABSERVE_USERS_FILE": str(root / "users.json"),
+        "TABSERVE_LOCAL_DIR": str(root / "local"),
+        "TABSERVE_MODEL_TAG": model_tag,
+        **CHEAP_ARGON2,  # logins here are not about argon2's cost (the flood test's are)
+        **extra,
+    }
 
 
 def cheap_hasher() -> Any:

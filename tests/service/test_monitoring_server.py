@@ -29,7 +29,7 @@ import yaml
 from load_tests.processes import free_port, running
 from tabserve.users import UserStore
 from tests.monitoring import ALERTS, dashboard_queries
-from tests.support import CHEAP_ARGON2, REPO, TestModel, cheap_hasher, import_test_model, serving
+from tests.support import REPO, TestModel, cheap_hasher, import_test_model, server_env, serving
 
 pytestmark = pytest.mark.slow
 PASSWORD = "monitoring test password"
@@ -56,22 +56,16 @@ class Stack:
 
 def _server_env(root: Path, model: TestModel, **extra: str) -> dict[str, str]:
     UserStore(root / "users.json", hasher=cheap_hasher()).add("alice", PASSWORD, "predict,explain")
-    return {
-        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-        **CHEAP_ARGON2,
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TABSERVE_ENV": "development",
-        "TABSERVE_JWT_SECRET": secrets.token_urlsafe(48),
-        "TABSERVE_USERS_FILE": str(root / "users.json"),
-        "TABSERVE_LOCAL_DIR": str(root / "local"),
-        "TABSERVE_MODEL_TAG": model.tag,
-        "TABSERVE_LOGIN_MAX_FAILURES": "2",
-        "TABSERVE_DRIFT_WINDOW_ROWS": str(WINDOW_ROWS),
-        "TABSERVE_DRIFT_MIN_ROWS": "50",
-        "TABSERVE_DRIFT_PUBLISH_INTERVAL_S": "0",
+    return server_env(
+        root,
+        model.tag,
+        TABSERVE_JWT_SECRET=secrets.token_urlsafe(48),
+        TABSERVE_LOGIN_MAX_FAILURES="2",
+        TABSERVE_DRIFT_WINDOW_ROWS=str(WINDOW_ROWS),
+        TABSERVE_DRIFT_MIN_ROWS="50",
+        TABSERVE_DRIFT_PUBLISH_INTERVAL_S="0",
         **extra,
-    }
+    )
 
 
 def _token(url: str) -> dict[str, str]:
@@ -284,22 +278,7 @@ def test_make_drift_report_writes_the_page_from_the_log_and_from_rows(
     env = {**os.environ, "BENTOML_HOME": str(stack.home)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     out = tmp_path / "drift.html"
-    result = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "drift-report",
-            f"LOG={stack.inference_log}",
-            f"OUT={out}",
-            "MODEL_TAG=tabserve:v1",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = _drift_report(stack.inference_log, out, env)
     assert "largest feature PSI" in result.stdout and f"({SHIFTED})" in result.stdout
     page = out.read_text()
     assert "Drift report" in page and page.count("plotly") > 3
@@ -310,15 +289,16 @@ def test_make_drift_report_writes_the_page_from_the_log_and_from_rows(
 
     rows = tmp_path / "rows.csv"
     pd.DataFrame(stack.classifier.model.rows).to_csv(rows, index=False)
+    result = _drift_report(rows, out, env)
+    largest = float(result.stdout.split("largest feature PSI ")[1].split()[0])
+    assert largest < 0.05, result.stdout
+    assert json.dumps("significant shift") not in out.read_text()
+
+
+def _drift_report(log: Path, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``make drift-report LOG=log OUT=out`` for the classifier's model."""
     result = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "drift-report",
-            f"LOG={rows}",
-            f"OUT={out}",
-            "MODEL_TAG=tabserve:v1",
-        ],
+        ["make", "-s", "drift-report", f"LOG={log}", f"OUT={out}", "MODEL_TAG=tabserve:v1"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -326,6 +306,4 @@ def test_make_drift_report_writes_the_page_from_the_log_and_from_rows(
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    largest = float(result.stdout.split("largest feature PSI ")[1].split()[0])
-    assert largest < 0.05, result.stdout
-    assert json.dumps("significant shift") not in out.read_text()
+    return result

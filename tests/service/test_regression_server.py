@@ -4,7 +4,6 @@ predicted-value histogram and the OpenAPI answer shape."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import xgboost as xgb
 
 from tabserve.bundle import QUANTILES_FILE, read_interval
 from tabserve.users import UserStore
-from tests.support import CHEAP_ARGON2, TestModel, cheap_hasher, import_test_model, serving
+from tests.support import TestModel, cheap_hasher, import_test_model, server_env, serving
 
 pytestmark = pytest.mark.slow
 PASSWORD = "regression test password"
@@ -39,17 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     frame = load_diabetes(as_frame=True, scaled=False).frame
     model = import_test_model(root / "bentoml", frame, "target", {"objective": "reg:squarederror"})
     UserStore(root / "users.json", hasher=cheap_hasher()).add("alice", PASSWORD, "predict,explain")
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-        **CHEAP_ARGON2,
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TABSERVE_ENV": "development",
-        "TABSERVE_JWT_SECRET": secrets.token_urlsafe(48),
-        "TABSERVE_USERS_FILE": str(root / "users.json"),
-        "TABSERVE_LOCAL_DIR": str(root / "local"),
-        "TABSERVE_MODEL_TAG": model.tag,
-    }
+    env = server_env(root, model.tag, TABSERVE_JWT_SECRET=secrets.token_urlsafe(48))
     with serving(env, root / "serve.log") as served:
         token = httpx.post(
             f"{served.url}/auth/token", data={"username": "alice", "password": PASSWORD}

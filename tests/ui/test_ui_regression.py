@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import secrets
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tabserve.users import UserStore
-from tests.support import CHEAP_ARGON2, REPO, cheap_hasher, import_test_model, running_server
+from tests.support import REPO, cheap_hasher, import_test_model, running_server, server_env
 from tests.ui.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -46,18 +45,12 @@ def test_predict_a_value_and_score_a_csv_in_chromium(tmp_path: Path) -> None:
     UserStore(tmp_path / "users.json", hasher=cheap_hasher()).add(
         "alice", PASSWORD, "predict,explain"
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-        **CHEAP_ARGON2,
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
-        "TABSERVE_ENV": "development",
-        "TABSERVE_JWT_SECRET": secrets.token_urlsafe(48),
-        "TABSERVE_USERS_FILE": str(tmp_path / "users.json"),
-        "TABSERVE_LOCAL_DIR": str(tmp_path / "local"),
-        "TABSERVE_MODEL_TAG": model.tag,
-    }
+    env = server_env(
+        tmp_path,
+        model.tag,
+        TABSERVE_JWT_SECRET=secrets.token_urlsafe(48),
+        GRADIO_TEMP_DIR=str(tmp_path / "gradio"),
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with running_server(env, tmp_path / "serve.log") as url:
         token = httpx.post(
