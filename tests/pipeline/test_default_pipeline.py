@@ -32,6 +32,7 @@ def test_outputs_and_test_metrics(repo: Path) -> None:
     assert (repo / "models" / "bundle" / "model.ubj").read_bytes()[:1] == b"{"  # UBJSON, no pickle
     assert sorted(p.name for p in (repo / "models" / "bundle").iterdir()) == [
         "model.ubj",
+        "reference.json",
         "schema.json",
     ]
     show = run(repo, "dvc", "metrics", "show", "--json")

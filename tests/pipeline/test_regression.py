@@ -13,7 +13,14 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tabserve.bundle import INTERVAL_FILE, QUANTILES_FILE, read_interval, read_schema, verify_bundle
+from tabserve.bundle import (
+    INTERVAL_FILE,
+    QUANTILES_FILE,
+    REFERENCE_FILE,
+    read_interval,
+    read_schema,
+    verify_bundle,
+)
 from tabserve.predictor import Predictor, answer_columns
 from tests.pipeline.conftest import mlflow_client, run, set_params, stages_run
 
@@ -57,7 +64,7 @@ def test_registry_and_bundle_carry_the_interval_model_with_its_lineage(repo: Pat
 
     bundle = repo / ".bentoml/models/tabserve/v1"
     lineage = verify_bundle(bundle)
-    assert set(lineage.files_sha256) == {QUANTILES_FILE, INTERVAL_FILE}
+    assert set(lineage.files_sha256) == {QUANTILES_FILE, INTERVAL_FILE, REFERENCE_FILE}
     schema = read_schema(bundle)
     assert schema.target.is_regression and len(schema.target.quantiles) == 11
     interval = read_interval(bundle)
