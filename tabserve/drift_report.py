@@ -141,7 +141,9 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h1>Drift report: model {html.escape(predictor.version)}</h1>
 <p>{len(rows)} served rows ({html.escape(source)}) against the training reference
 ({reference.rows} training rows; predictions: the validation split). PSI under 0.1:
-stable; 0.1 to 0.2: a moderate shift; over 0.2: significant (the alert's threshold).</p>
+stable; 0.1 to 0.2: a moderate shift; over 0.2: significant (the alert's threshold).
+With {len(rows)} rows, sampling alone gives a PSI of about {9 / max(len(rows), 1):.2f} over
+ten bins (bins &minus; 1 over rows) even when nothing changed: read the numbers above that.</p>
 <table id="summary"><tr><th>feature</th><th>PSI</th><th>missing rate change</th><th></th></tr>
 {"".join(rows_html)}
 <tr><th>predictions</th><th class=n>{prediction_psi:.3f}</th><th></th>
