@@ -1,6 +1,10 @@
-"""The predictor: a verified model bundle turned into labels, probabilities and explanations.
+"""The predictor: a verified model bundle turned into answers and explanations.
 
-Used by the BentoML service and, in-process, by the UI. The booster reads the schema's
+A classifier answers a label and class probabilities, a regression model a value and
+its prediction interval (the quantile model of ``quantiles.ubj``, calibrated as
+``intervals.json`` says). Used by the BentoML service, in process by the UI, and by the
+registered MLflow model (``tabserve/pyfunc.py``) and the `train`/`promote` stages, so
+that every one of them gives the same numbers. The booster reads the schema's
 one encoding (:meth:`FeatureSchema.encode`): a float64 matrix with each category as its
 code in schema order and missing as NaN. Prediction goes through
 ``Booster.inplace_predict`` on that matrix (no DMatrix per request, no pandas frame: for a
