@@ -136,6 +136,16 @@ push: setup ## Push DVC-tracked data and models to the DVC remote (local folder 
 mlflow-ui: setup ## Browse runs and the model registry (embedded SQLite store) on port 5000
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" --port 5000
 
+# make drift-report: an inference log (TABSERVE_INFERENCE_LOG_DIR, or one of its files) or a
+# CSV/Parquet of rows, e.g. LOG=data/prepared/valid.parquet for a baseline page.
+LOG ?=
+OUT ?= build/drift-report.html
+
+.PHONY: drift-report
+drift-report: setup ## HTML page (OUT) of LOG's rows against the model's training reference, PSI per feature
+	@test -n "$(LOG)" || { echo "usage: make drift-report LOG=<inference log dir or file | rows.csv | rows.parquet> [OUT=page.html]"; exit 2; }
+	TABSERVE_MODEL_TAG=$(MODEL_TAG) $(BIN)/tabserve drift-report --log "$(LOG)" --out "$(OUT)"
+
 .PHONY: loadtest
 loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DURATION, SHAPE=step|ramp)
 	@mkdir -p $(LOAD_RESULTS)
@@ -161,7 +171,7 @@ rules-test: system-deps ## Check the Prometheus config and alert rules, run thei
 	python3 deploy/prometheus/prometheusrule.py --check
 
 .PHONY: lint
-lint: setup ## Ruff (lint + format check) and mypy on tabserve/ and training/
+lint: setup ## Ruff (lint + format check) and mypy on tabserve/, training/, ui/ and service.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

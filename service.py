@@ -11,7 +11,7 @@ Run with ``bentoml serve service:Tabserve``.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import bentoml
 from bentoml.exceptions import BentoMLException
@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from tabserve import bentoml_fixes
 from tabserve.auth import AuthMiddleware
-from tabserve.bundle import BundleIntegrityError
+from tabserve.bundle import BundleIntegrityError, read_reference
 from tabserve.errors import NotReadyError
 from tabserve.gateway import (
     EnvelopeMiddleware,
@@ -33,7 +33,8 @@ from tabserve.gateway import (
 )
 from tabserve.heap import freeze_startup_heap
 from tabserve.logs import configure_logging
-from tabserve.metrics import service_metrics
+from tabserve.metrics import ready_gauge, service_metrics
+from tabserve.monitor import Monitor
 from tabserve.openapi import OpenAPIMiddleware
 from tabserve.predictor import Predictor
 from tabserve.settings import (
@@ -88,7 +89,7 @@ def serving_instance() -> Tabserve | None:
         instance = bentoml.get_current_service()
     except BentoMLException:
         return None
-    if not isinstance(instance, Tabserve.inner) or instance.refused is not None:
+    if not isinstance(instance, SERVICE.inner) or instance.refused is not None:
         return None
     return instance
 
@@ -140,10 +141,21 @@ class Tabserve:
             # restart the worker forever, with nothing answering on the port.
             self.refused = str(exc)
             logger.error("model %s refused, the service will not become ready: %s", stored, exc)
+            ready_gauge().set(0)
             return
         self.validator = RequestValidator(self.predictor.schema, self.settings.max_rows)
         self.metrics = service_metrics()
+        if self.predictor.regression:
+            self.metrics.use_value_buckets(self.predictor.schema.target.quantiles)
+        reference = read_reference(stored.path)
+        if reference is None:
+            logger.warning("model %s has no drift reference: no drift gauges", stored)
+        self.monitor = Monitor(
+            self.metrics, self.settings, reference, self.predictor.schema, self.model_version
+        )
+        ready_gauge().set(1)
         lineage = self.predictor.lineage
+        assert lineage is not None  # a verified bundle always has one
         self.metrics.set_model(
             self.model_version, str(stored.tag), lineage.registry_version, lineage.mlflow_run_id
         )
@@ -166,25 +178,31 @@ class Tabserve:
         max_latency_ms=BATCHING.batch_max_latency_ms,
     )
     def predict(self, rows: ValidatedRows) -> Answers:
-        """Label and class probabilities for each row (rows validated by the gateway)."""
-        answers = self.predictor.predict(rows)
-        self.metrics.record_batch("predict", [a["label"] for a in answers])
+        """Per row (validated by the gateway): the label and class probabilities, or the
+        value and its prediction interval."""
+        matrix = self.predictor.matrix(rows)
+        answers = self.predictor.answers(matrix)
+        self.monitor.observe("predict", matrix, answers)
         return answers
 
     @bentoml.api
     def explain(self, rows: ValidatedRows) -> Answers:
-        """Per row: the label, the base value and each feature's contribution."""
-        answers = self.predictor.explain(rows)
-        self.metrics.record_batch("explain", [a["label"] for a in answers])
+        """Per row: the prediction, the base value and each feature's contribution."""
+        matrix = self.predictor.matrix(rows)
+        answers = self.predictor.explanations(matrix)
+        self.monitor.observe("explain", matrix, answers)
         return answers
 
 
+# `@bentoml.service` turns the class into a bentoml Service (its `inner` is the class);
+# mypy does not apply class decorators, so the Service is named here for the type checker.
+SERVICE: bentoml.Service[Tabserve] = cast("bentoml.Service[Tabserve]", Tabserve)
 # BentoML creates its tracer when the worker builds the app: without an exporter, tracing
 # is switched off here, so that requests pay nothing for it (tabserve/tracing.py).
-logger.debug("%s", apply_tracing_default(Tabserve))
+logger.debug("%s", apply_tracing_default(SERVICE))
 # Outermost first: the envelope wraps auth, which wraps the JSON body checks; the docs
 # rewriter only touches /docs.json.
-Tabserve.add_asgi_middleware(EnvelopeMiddleware, state=serving_instance)
-Tabserve.add_asgi_middleware(AuthMiddleware, state=serving_instance)
-Tabserve.add_asgi_middleware(JsonBodyMiddleware, state=serving_instance)
-Tabserve.add_asgi_middleware(OpenAPIMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(EnvelopeMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(AuthMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(JsonBodyMiddleware, state=serving_instance)
+SERVICE.add_asgi_middleware(OpenAPIMiddleware, state=serving_instance)

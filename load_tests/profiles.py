@@ -95,28 +95,62 @@ def import_booster(
     schema: FeatureSchema,
     lineage: Lineage,
     examples: list[dict[str, Any]],
+    *,
+    features: pd.DataFrame | None = None,
+    interval: tuple[Any, Any] | None = None,
 ) -> Path:
     """Write ``booster`` as a model bundle into the BentoML store of ``home``.
 
     The same files, through the same BentoML API, as the pipeline's ``import`` stage,
-    without touching the BentoML home of the calling process. ``lineage.model_sha256``
-    is filled in here. Returns the model's directory.
+    without touching the BentoML home of the calling process: the booster, the schema,
+    a regression model's ``interval`` (its quantile booster and calibration), and the
+    drift reference of ``features`` (the training rows; they stand in for the
+    validation split too). ``lineage``'s sha256 fields are filled in here. Returns the
+    model's directory.
     """
+    import shutil
+    import tempfile
+
     import bentoml
     from bentoml import Tag
     from bentoml._internal.models.model import ModelStore
 
+    from tabserve.bundle import INTERVAL_FILE, QUANTILES_FILE, REFERENCE_FILE
+    from tabserve.drift import build_reference
+    from tabserve.predictor import Predictor
+
     name, version = tag.split(":")
     home.mkdir(parents=True, exist_ok=True)
-    model_file = home / f"{name}-{version}.ubj"
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-{version}-", dir=home))
+    model_file = folder / "model.ubj"
     booster.save_model(str(model_file))
-    lineage = lineage.model_copy(update={"model_sha256": sha256_file(model_file)})
+    extra: dict[str, Path] = {}
+    if interval is not None:
+        interval[0].save_model(str(folder / QUANTILES_FILE))
+        (folder / INTERVAL_FILE).write_text(interval[1].model_dump_json())
+        extra |= {QUANTILES_FILE: folder / QUANTILES_FILE, INTERVAL_FILE: folder / INTERVAL_FILE}
+    if features is not None:
+        predictor = Predictor(booster, schema, None, version=version, interval=interval)
+        reference = build_reference(schema, schema.encode(features), predictor.predict(features))
+        (folder / REFERENCE_FILE).write_text(reference.model_dump_json())
+        extra[REFERENCE_FILE] = folder / REFERENCE_FILE
+    lineage = lineage.model_copy(
+        update={
+            "model_sha256": sha256_file(model_file),
+            "files_sha256": {n: sha256_file(f) for n, f in extra.items()},
+        }
+    )
     store = ModelStore(str(home / "models"))
     with bentoml.models.create(Tag(name, version), _model_store=store) as model:
         write_bundle(
-            model.path, model_file=model_file, schema=schema, lineage=lineage, examples=examples
+            model.path,
+            model_file=model_file,
+            schema=schema,
+            lineage=lineage,
+            examples=examples,
+            extra_files=extra,
         )
-    model_file.unlink()
+    shutil.rmtree(folder)
     return home / "models" / name / version
 
 

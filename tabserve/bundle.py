@@ -1,11 +1,18 @@
 """The model bundle: the files a served model is made of, and their integrity check.
 
-The `import` stage writes a bundle into a BentoML model directory; the service
-and the UI read it back. Layout (all plain files, no pickle):
+The `train` stage writes the model files into ``models/bundle/`` (they travel to MLflow
+as the registered model's artifacts); the `import` stage copies them into a BentoML
+model directory and adds the lineage and examples; the service, the UI and the MLflow
+model read them back. Layout (all plain files, no pickle):
 
 - ``model.ubj``: the XGBoost booster in its native UBJSON format;
 - ``schema.json``: the :class:`~tabserve.schema.FeatureSchema`;
-- ``lineage.json``: where the model came from (:class:`Lineage`);
+- regression only: ``quantiles.ubj``, the booster of the prediction interval's two
+  ends, and ``intervals.json``, how they are calibrated (:class:`Interval`);
+- ``reference.json``: the training data's profile, the reference of the service's
+  drift gauges (:class:`tabserve.drift.Reference`);
+- ``lineage.json``: where the model came from (:class:`Lineage`), with the sha256 of
+  the model and of every other model file, checked whenever the bundle is read;
 - ``examples.json``: a sample of rows from the frozen test split, with labels.
 """
 
@@ -13,10 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from tabserve.drift import Reference
 
 from tabserve.schema import FeatureSchema
 
@@ -24,6 +35,27 @@ MODEL_FILE = "model.ubj"
 SCHEMA_FILE = "schema.json"
 LINEAGE_FILE = "lineage.json"
 EXAMPLES_FILE = "examples.json"
+QUANTILES_FILE = "quantiles.ubj"
+INTERVAL_FILE = "intervals.json"
+REFERENCE_FILE = "reference.json"
+# Model files beside model.ubj and schema.json, each sha256-checked through the lineage.
+EXTRA_FILES = (QUANTILES_FILE, INTERVAL_FILE, REFERENCE_FILE)
+
+
+class Interval(BaseModel):
+    """How a regression bundle's prediction interval is made (``intervals.json``).
+
+    ``quantiles.ubj`` predicts the ``quantiles`` of the target; each end is then moved
+    out by ``offset`` (negative: in), calibrated on ``rows`` validation targets so that
+    the interval holds ``coverage`` of them (see ``training/modeling.fit_interval``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coverage: float
+    quantiles: tuple[float, float]
+    offset: float
+    rows: int
 
 
 class BundleIntegrityError(RuntimeError):
@@ -44,6 +76,8 @@ class Lineage(BaseModel):
     metrics: dict[str, float]
     model_sha256: str
     created_at: str
+    # sha256 of every model file besides model.ubj (``EXTRA_FILES`` that the model has).
+    files_sha256: dict[str, str] = Field(default_factory=dict)
     # Set by the pipeline's import stage: where in the MLflow registry the model came from.
     registry_alias: str | None = None
     mlflow_model_uri: str | None = None
@@ -74,19 +108,36 @@ def write_bundle(
     schema: FeatureSchema,
     lineage: Lineage,
     examples: list[dict[str, Any]],
+    extra_files: Mapping[str, str | Path] | None = None,
 ) -> None:
     """Write a bundle into ``directory`` (which must exist).
 
+    Args:
+        directory: where the bundle goes (a BentoML model's directory).
+        model_file: the booster.
+        schema: its schema.
+        lineage: its lineage, with the sha256 of ``model_file`` and of each extra file.
+        examples: sample test rows.
+        extra_files: the other model files by bundle name (``EXTRA_FILES``).
+
     Raises:
-        BundleIntegrityError: if ``model_file`` does not hash to ``lineage.model_sha256``.
+        BundleIntegrityError: if a file does not hash to what ``lineage`` records.
     """
     directory = Path(directory)
-    actual = sha256_file(model_file)
-    if actual != lineage.model_sha256:
+    expected = {MODEL_FILE: lineage.model_sha256, **lineage.files_sha256}
+    sources = {MODEL_FILE: Path(model_file), **{k: Path(v) for k, v in (extra_files or {}).items()}}
+    if set(sources) != set(expected):
         raise BundleIntegrityError(
-            f"model file {model_file} has sha256 {actual}, lineage says {lineage.model_sha256}"
+            f"the model files {sorted(sources)} are not the ones the lineage records "
+            f"({sorted(expected)})"
         )
-    (directory / MODEL_FILE).write_bytes(Path(model_file).read_bytes())
+    for name, source in sources.items():
+        actual = sha256_file(source)
+        if actual != expected[name]:
+            raise BundleIntegrityError(
+                f"model file {source} has sha256 {actual}, lineage says {expected[name]}"
+            )
+        (directory / name).write_bytes(source.read_bytes())
     schema.save(directory / SCHEMA_FILE)
     (directory / LINEAGE_FILE).write_text(lineage.model_dump_json(indent=2) + "\n")
     (directory / EXAMPLES_FILE).write_text(json.dumps(examples, indent=1) + "\n")
@@ -119,10 +170,36 @@ def verify_bundle(directory: str | Path) -> Lineage:
         if not (directory / name).is_file():
             raise BundleIntegrityError(f"bundle {directory} lacks {name}")
     lineage = read_lineage(directory)
-    actual = sha256_file(directory / MODEL_FILE)
-    if actual != lineage.model_sha256:
-        raise BundleIntegrityError(
-            f"{directory / MODEL_FILE} has sha256 {actual}, but its lineage records "
-            f"{lineage.model_sha256}: the file is corrupt or was replaced"
-        )
+    for name, recorded in {MODEL_FILE: lineage.model_sha256, **lineage.files_sha256}.items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleIntegrityError(f"bundle {directory} lacks {name}")
+        actual = sha256_file(path)
+        if actual != recorded:
+            raise BundleIntegrityError(
+                f"{path} has sha256 {actual}, but its lineage records "
+                f"{recorded}: the file is corrupt or was replaced"
+            )
     return lineage
+
+
+def model_files_sha256(directory: str | Path) -> dict[str, str]:
+    """sha256 of the extra model files a training bundle folder holds (for the lineage)."""
+    directory = Path(directory)
+    return {
+        name: sha256_file(directory / name) for name in EXTRA_FILES if (directory / name).exists()
+    }
+
+
+def read_interval(directory: str | Path) -> Interval | None:
+    """The interval's calibration (``intervals.json``), or None for a classifier."""
+    path = Path(directory) / INTERVAL_FILE
+    return Interval.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def read_reference(directory: str | Path) -> Reference | None:
+    """The drift reference (``reference.json``), or None for a bundle made without one."""
+    from tabserve.drift import Reference
+
+    path = Path(directory) / REFERENCE_FILE
+    return Reference.model_validate_json(path.read_text()) if path.exists() else None

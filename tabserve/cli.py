@@ -11,6 +11,7 @@ Examples::
     tabserve init-local                                    # local secret + demo user
     tabserve check                                         # can the service start?
     tabserve serve --port 3000                             # bentoml serve, with our settings
+    tabserve drift-report --log /var/log/tabserve          # served rows vs the training data
 """
 
 from __future__ import annotations
@@ -237,11 +238,16 @@ def check_serving(settings: Settings) -> list[str]:
     except BundleIntegrityError as exc:
         raise SettingsError(f"model {stored.tag} cannot be served: {exc}") from None
     lineage = predictor.lineage
+    assert lineage is not None  # a verified bundle always has one
     return [
         *messages,
         f"ok: serving {stored.tag} (registry version {lineage.registry_version}, "
         f"run {lineage.mlflow_run_id}, {len(predictor.schema.features)} features, "
-        f"classes {predictor.classes})",
+        + (
+            f"regression of {predictor.schema.target.name!r})"
+            if predictor.regression
+            else f"classes {predictor.classes})"
+        ),
     ]
 
 
@@ -277,6 +283,49 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     sys.stdout.flush()
     os.execv(argv[0], argv)  # BentoML's server replaces this process: signals reach it
     return 0  # pragma: no cover (exec does not return)
+
+
+def _drift_report(settings: Settings, args: argparse.Namespace) -> int:
+    from tabserve.bundle import read_reference
+    from tabserve.drift_report import drift_page, load_rows
+    from tabserve.predictor import Predictor
+
+    if args.bundle is not None:
+        directory, version = args.bundle, args.bundle.name
+    else:
+        import bentoml
+        from bentoml.exceptions import NotFound
+
+        try:
+            stored = bentoml.models.get(settings.model_tag)
+        except NotFound:
+            raise SettingsError(
+                f"no model {settings.model_tag!r} in the BentoML store: set "
+                "TABSERVE_MODEL_TAG, or give the bundle's folder with --bundle"
+            ) from None
+        directory, version = Path(stored.path), str(stored.tag.version)
+    from tabserve.bundle import BundleIntegrityError
+
+    try:
+        predictor = Predictor.from_bundle(directory, version=version)
+    except BundleIntegrityError as exc:
+        raise SettingsError(f"the model cannot be read: {exc}") from None
+    reference = read_reference(directory)
+    if reference is None:
+        raise SettingsError(f"the bundle {directory} has no drift reference (retrain it)")
+    try:
+        rows, answers, source = load_rows(args.log, predictor)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SettingsError(f"cannot read {args.log}: {exc}") from None
+    page, report = drift_page(reference, predictor, rows, answers, source)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(page, encoding="utf-8")
+    worst = max(report.feature_psi.items(), key=lambda kv: kv[1])
+    print(
+        f"wrote {args.out}: {report.rows} rows; largest feature PSI {worst[1]:.3f} "
+        f"({worst[0]}); predictions PSI {report.prediction_psi or 0.0:.3f}"
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +391,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=int(os.environ.get("BENTOML_PORT", "3000")), help="port"
     )
     serve.set_defaults(handler=_serve)
+
+    drift = commands.add_parser(
+        "drift-report",
+        help="an HTML page of served rows (an inference log, or a CSV/Parquet of rows) "
+        "against the model's training reference",
+    )
+    drift.add_argument(
+        "--log",
+        type=Path,
+        required=True,
+        help="an inference log (its folder or one .jsonl file), or a .csv/.parquet of rows",
+    )
+    drift.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="the model's bundle folder (default: TABSERVE_MODEL_TAG in the BentoML store)",
+    )
+    drift.add_argument(
+        "--out",
+        type=Path,
+        default=Path("build/drift-report.html"),
+        help="the page to write (default: %(default)s)",
+    )
+    drift.set_defaults(handler=_drift_report)
     return parser
 
 

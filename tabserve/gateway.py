@@ -27,7 +27,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import ValidatorFunctionWrapHandler, WrapValidator
 
@@ -44,6 +44,9 @@ from tabserve.errors import (
 )
 from tabserve.settings import Settings
 from tabserve.validation import RequestValidator
+
+if TYPE_CHECKING:
+    from tabserve.monitor import Monitor
 
 logger = logging.getLogger("tabserve.gateway")
 
@@ -67,6 +70,10 @@ class ServingState(Protocol):
     @property
     def settings(self) -> Settings:
         """The worker's settings (keys, limits), loaded when the service started."""
+
+    @property
+    def monitor(self) -> Monitor:
+        """What records model calls (the inference log among them)."""
 
 
 StateProvider = Callable[[], "ServingState | None"]
@@ -365,9 +372,33 @@ class JsonBodyMiddleware:
 
         token = _validated_rows.set(rows)
         try:
-            await self.app({**scope, "headers": headers}, replay, send)
+            if not serving.monitor.logging_rows:
+                await self.app({**scope, "headers": headers}, replay, send)
+                return
+            # The inference log: each request's own rows and answers, written once it was
+            # answered 200 (adaptive batching merges requests before the API function
+            # runs, so this is the one place that knows which rows and answers are whose).
+            status = 0
+            chunks: list[bytes] = []
+
+            async def keep(message: dict[str, Any]) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                elif message["type"] == "http.response.body" and status == 200:
+                    chunks.append(message.get("body", b""))
+                await send(message)
+
+            await self.app({**scope, "headers": headers}, replay, keep)
         finally:
             _validated_rows.reset(token)
+        if status == 200:
+            serving.monitor.log_rows(
+                rows,
+                json.loads(b"".join(chunks)),
+                request_id=scope.get("state", {}).get("request_id"),
+                endpoint=scope["path"].strip("/"),
+            )
 
 
 async def _read_body(receive: Any) -> bytes:

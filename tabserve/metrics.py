@@ -11,11 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tabserve.drift import DriftReport
 
 _LOCK = threading.Lock()
 _METRICS: ServiceMetrics | None = None
 _AUTH_METRICS: AuthMetrics | None = None
+_DRIFT_METRICS: DriftMetrics | None = None
+_READY: Any = None
 # The outcomes of a login attempt (``tabserve_login_attempts_total{outcome}``).
 LOGIN_OUTCOMES = ("success", "failure", "throttled", "busy")
 
@@ -23,22 +28,52 @@ LOGIN_OUTCOMES = ("success", "failure", "throttled", "busy")
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
-@dataclass(frozen=True)
+def value_buckets(quantiles: Sequence[float]) -> tuple[float, ...]:
+    """Histogram buckets for predicted values: the training target's deciles (distinct,
+    sorted), so that each bucket holds about a tenth of what training saw."""
+    return tuple(sorted({float(q) for q in quantiles})) or (0.0,)
+
+
+@dataclass
 class ServiceMetrics:
     """The tabserve metrics (process-wide singletons: a registry accepts a name once)."""
 
     predictions: Any
     batch_rows: Any
     model_info: Any
+    predicted_values: Any = None  # created for a regression model (buckets from its target)
 
-    def record_batch(self, endpoint: str, labels: Sequence[Any]) -> None:
-        """Count one model call over ``labels`` (one predicted label per row)."""
-        self.batch_rows.labels(endpoint=endpoint).observe(len(labels))
+    def use_value_buckets(self, quantiles: Sequence[float]) -> None:
+        """Create ``tabserve_predicted_value`` with buckets from the target's quantiles
+        (once per process: a process serves one model)."""
+        with _LOCK:
+            if self.predicted_values is None:
+                from prometheus_client import Histogram
+
+                self.predicted_values = Histogram(
+                    "tabserve_predicted_value",
+                    "Predicted values (regression models), buckets at the training "
+                    "target's deciles",
+                    labelnames=["endpoint", "source"],
+                    buckets=value_buckets(quantiles),
+                )
+
+    def record(self, endpoint: str, answers: Sequence[dict[str, Any]], source: str = "api") -> None:
+        """Count one model call: its rows, and what it answered (the class of each row,
+        or each predicted value into ``tabserve_predicted_value``)."""
+        self.batch_rows.labels(endpoint=endpoint, source=source).observe(len(answers))
+        if answers and "value" in answers[0]:
+            if self.predicted_values is not None:
+                histogram = self.predicted_values.labels(endpoint=endpoint, source=source)
+                for answer in answers:
+                    histogram.observe(answer["value"])
+            return
         counts: dict[str, int] = {}
-        for label in labels:
-            counts[str(label)] = counts.get(str(label), 0) + 1
+        for answer in answers:
+            label = str(answer["label"])
+            counts[label] = counts.get(label, 0) + 1
         for label, count in counts.items():
-            self.predictions.labels(endpoint=endpoint, label=label).inc(count)
+            self.predictions.labels(endpoint=endpoint, label=label, source=source).inc(count)
 
     def set_model(self, version: str, tag: str, registry_version: str, run_id: str) -> None:
         """Publish the served model's identity as an info-style gauge (value 1)."""
@@ -57,13 +92,13 @@ def service_metrics() -> ServiceMetrics:
             _METRICS = ServiceMetrics(
                 predictions=Counter(
                     "tabserve_predictions",
-                    "Rows predicted, by predicted class",
-                    labelnames=["endpoint", "label"],
+                    "Rows predicted, by predicted class and source (api, ui)",
+                    labelnames=["endpoint", "label", "source"],
                 ),
                 batch_rows=Histogram(
                     "tabserve_batch_rows",
                     "Rows per model call (adaptive batches merge concurrent requests)",
-                    labelnames=["endpoint"],
+                    labelnames=["endpoint", "source"],
                     buckets=ROW_BUCKETS,
                 ),
                 model_info=Gauge(
@@ -74,6 +109,83 @@ def service_metrics() -> ServiceMetrics:
                 ),
             )
         return _METRICS
+
+
+@dataclass(frozen=True)
+class DriftMetrics:
+    """The drift gauges. Each worker publishes its own window's numbers; Prometheus'
+    multiprocess mode exports the largest PSI (and missing-rate change) among the live
+    workers, and the sum of their window sizes."""
+
+    feature_psi: Any
+    missing_delta: Any
+    prediction_psi: Any
+    window_rows: Any
+
+    def publish(self, report: DriftReport, min_rows: int) -> None:
+        """Set the gauges from a window's report (the PSIs once it holds ``min_rows``)."""
+        self.window_rows.set(report.rows)
+        if report.rows < min_rows:
+            return
+        for feature, value in report.feature_psi.items():
+            self.feature_psi.labels(feature=feature).set(value)
+        for feature, value in report.missing_delta.items():
+            self.missing_delta.labels(feature=feature).set(value)
+        if report.prediction_psi is not None:
+            self.prediction_psi.set(report.prediction_psi)
+
+
+def drift_metrics() -> DriftMetrics:
+    """The process's :class:`DriftMetrics`, created on first use (never at import)."""
+    global _DRIFT_METRICS
+    with _LOCK:
+        if _DRIFT_METRICS is None:
+            from prometheus_client import Gauge
+
+            _DRIFT_METRICS = DriftMetrics(
+                feature_psi=Gauge(
+                    "tabserve_feature_drift_psi",
+                    "PSI of each feature in the rolling window of served rows against the "
+                    "training reference (largest among live workers)",
+                    labelnames=["feature"],
+                    multiprocess_mode="livemax",
+                ),
+                missing_delta=Gauge(
+                    "tabserve_feature_missing_delta",
+                    "Missing rate of each feature in the window minus the training one "
+                    "(largest among live workers)",
+                    labelnames=["feature"],
+                    multiprocess_mode="livemax",
+                ),
+                prediction_psi=Gauge(
+                    "tabserve_prediction_drift_psi",
+                    "PSI of the window's predictions against the validation split's "
+                    "(largest among live workers)",
+                    multiprocess_mode="livemax",
+                ),
+                window_rows=Gauge(
+                    "tabserve_drift_window_rows",
+                    "Rows in the drift windows (summed over live workers)",
+                    multiprocess_mode="livesum",
+                ),
+            )
+        return _DRIFT_METRICS
+
+
+def ready_gauge() -> Any:
+    """``tabserve_ready``: 1 once the worker's model is loaded and verified, 0 while it is
+    refused (the smallest among live workers: one unready worker shows)."""
+    global _READY
+    with _LOCK:
+        if _READY is None:
+            from prometheus_client import Gauge
+
+            _READY = Gauge(
+                "tabserve_ready",
+                "1 when the model is loaded and verified (/readyz 200), else 0",
+                multiprocess_mode="livemin",
+            )
+        return _READY
 
 
 @dataclass(frozen=True)

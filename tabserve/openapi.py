@@ -16,6 +16,7 @@ from typing import Any
 
 from tabserve.auth import ROUTE_SCOPES, TOKEN_PATH
 from tabserve.gateway import StateProvider
+from tabserve.schema import FeatureSchema
 from tabserve.settings import SCOPES
 from tabserve.validation import RequestValidator
 
@@ -60,6 +61,71 @@ def _error_responses(statuses: list[str]) -> dict[str, Any]:
     }
 
 
+def answer_schemas(schema: FeatureSchema) -> dict[str, dict[str, Any]]:
+    """The JSON schemas of one ``/predict`` answer and one ``/explain`` answer for the
+    model's task (a classifier's label and probabilities, or a value and its interval)."""
+    number = {"type": "number"}
+    contributions = {
+        "type": "object",
+        "description": "each feature's contribution, in margin space",
+        "properties": dict.fromkeys(schema.feature_names, number),
+    }
+    if schema.target.is_regression:
+        interval = {
+            "type": "object",
+            "required": ["low", "high", "coverage"],
+            "properties": {
+                "low": number,
+                "high": number,
+                "coverage": {
+                    **number,
+                    "description": "nominal share of targets the interval holds",
+                },
+            },
+        }
+        return {
+            "Prediction": {
+                "type": "object",
+                "required": ["value", "interval"],
+                "properties": {"value": number, "interval": interval},
+            },
+            "Explanation": {
+                "type": "object",
+                "required": ["value", "base_value", "contributions"],
+                "description": "value == base_value + sum(contributions)",
+                "properties": {
+                    "value": number,
+                    "base_value": number,
+                    "contributions": contributions,
+                },
+            },
+        }
+    label = {"enum": list(schema.target.classes)}
+    return {
+        "Prediction": {
+            "type": "object",
+            "required": ["label", "probabilities"],
+            "properties": {
+                "label": label,
+                "probabilities": {
+                    "type": "object",
+                    "properties": {str(c): number for c in schema.target.classes},
+                },
+            },
+        },
+        "Explanation": {
+            "type": "object",
+            "required": ["label", "explained_class", "base_value", "contributions"],
+            "properties": {
+                "label": label,
+                "explained_class": label,
+                "base_value": number,
+                "contributions": contributions,
+            },
+        },
+    }
+
+
 def augment_spec(spec: dict[str, Any], validator: RequestValidator, version: str) -> dict[str, Any]:
     """Return a copy of BentoML's spec with the model's request schema, auth and extra routes.
 
@@ -75,6 +141,7 @@ def augment_spec(spec: dict[str, Any], validator: RequestValidator, version: str
     schemas.update(request_schema.pop("$defs", {}))
     schemas["PredictRequest"] = request_schema
     schemas["ErrorEnvelope"] = _ENVELOPE_SCHEMA
+    schemas.update(answer_schemas(validator.schema))
     components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
         "type": "oauth2",
         "flows": {
@@ -91,15 +158,23 @@ def augment_spec(spec: dict[str, Any], validator: RequestValidator, version: str
         "required": True,
         "content": {"application/json": {"schema": {"$ref": _REF.format(model="PredictRequest")}}},
     }
+    answers = {"/predict": "Prediction", "/explain": "Explanation"}
     for path, scope in ROUTE_SCOPES.items():
         operation = paths.get(path, {}).get("post")
         if operation is None:
             continue
         operation["requestBody"] = body
         operation["security"] = [{SECURITY_SCHEME: [scope]}]
-        operation.setdefault("responses", {}).update(
-            _error_responses(["400", "401", "403", "413", "415", "422", "500", "503"])
-        )
+        responses = operation.setdefault("responses", {})
+        responses["200"] = {
+            "description": "One answer per row, in order",
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": {"$ref": _REF.format(model=answers[path])}}
+                }
+            },
+        }
+        responses.update(_error_responses(["400", "401", "403", "413", "415", "422", "500", "503"]))
     paths["/model"] = {
         "get": {
             "tags": ["Service APIs"],

@@ -1,6 +1,10 @@
-"""The predictor: a verified model bundle turned into labels, probabilities and explanations.
+"""The predictor: a verified model bundle turned into answers and explanations.
 
-Used by the BentoML service and, in-process, by the UI. The booster reads the schema's
+A classifier answers a label and class probabilities, a regression model a value and
+its prediction interval (the quantile model of ``quantiles.ubj``, calibrated as
+``intervals.json`` says). Used by the BentoML service, in process by the UI, and by the
+registered MLflow model (``tabserve/pyfunc.py``) and the `train`/`promote` stages, so
+that every one of them gives the same numbers. The booster reads the schema's
 one encoding (:meth:`FeatureSchema.encode`): a float64 matrix with each category as its
 code in schema order and missing as NaN. Prediction goes through
 ``Booster.inplace_predict`` on that matrix (no DMatrix per request, no pandas frame: for a
@@ -24,9 +28,12 @@ import xgboost as xgb
 
 from tabserve.bundle import (
     MODEL_FILE,
+    QUANTILES_FILE,
     BundleIntegrityError,
+    Interval,
     Lineage,
     read_examples,
+    read_interval,
     read_schema,
     verify_bundle,
 )
@@ -48,6 +55,7 @@ class ModelCard:
     lineage: Lineage
     schema: FeatureSchema
     example_row: dict[str, Any]
+    interval_coverage: float | None = None  # regression: the intervals' nominal coverage
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the card."""
@@ -57,6 +65,7 @@ class ModelCard:
             "tag": self.tag,
             "model_name": lineage.model_name,
             "task": self.schema.target.task,
+            "interval_coverage": self.interval_coverage,
             "lineage": {
                 "mlflow_run_id": lineage.mlflow_run_id,
                 "registry_version": lineage.registry_version,
@@ -73,29 +82,33 @@ class ModelCard:
 
 
 class Predictor:
-    """A loaded, verified model bundle.
+    """A loaded, verified model bundle: a classifier's labels and probabilities, or a
+    regression model's values with their prediction intervals.
 
     Args:
         booster: the XGBoost booster.
         schema: its FeatureSchema.
-        lineage: its lineage (verified against the model file by :meth:`from_bundle`).
+        lineage: its lineage (verified against the model files by :meth:`from_bundle`);
+            None where there is none yet (the MLflow model, before registration).
         version: the version callers see (``X-Model-Version``).
         tag: the BentoML model tag, for the model card.
         examples: sample test rows with labels.
+        interval: regression only: the booster of the interval's ends and its calibration.
 
     Raises:
-        SchemaMismatchError: if the booster's feature names differ from the schema's.
+        SchemaMismatchError: if the booster's features or outputs differ from the schema's.
     """
 
     def __init__(
         self,
         booster: xgb.Booster,
         schema: FeatureSchema,
-        lineage: Lineage,
+        lineage: Lineage | None,
         *,
         version: str,
         tag: str = "",
         examples: list[dict[str, Any]] | None = None,
+        interval: tuple[xgb.Booster, Interval] | None = None,
     ) -> None:
         self.booster = booster
         self.schema = schema
@@ -104,11 +117,55 @@ class Predictor:
         self.tag = tag
         self.examples = examples or []
         self.classes: list[Label] = list(schema.target.classes)
+        self.regression = schema.target.is_regression
+        self.interval = interval
         self._names = schema.feature_names
-        self._check_schema()
+        if self.regression and interval is None:
+            raise SchemaMismatchError("a regression bundle needs its interval model")
         # One thread per worker: BentoML scales with processes, and 2+ threads per
         # request only contend with the other workers.
         self.booster.set_param({"nthread": 1})
+        if interval is not None:
+            interval[0].set_param({"nthread": 1})
+        self._check_schema()
+
+    @classmethod
+    def from_files(
+        cls,
+        directory: str | Path,
+        *,
+        lineage: Lineage | None = None,
+        version: str,
+        tag: str = "",
+        examples: list[dict[str, Any]] | None = None,
+    ) -> Predictor:
+        """Load the model files in ``directory`` (as ``train`` writes them, or a bundle).
+
+        Raises:
+            BundleIntegrityError: for a model or schema file that cannot be read.
+            SchemaMismatchError: if booster and schema disagree.
+        """
+        directory = Path(directory)
+        try:
+            booster = xgb.Booster(model_file=str(directory / MODEL_FILE))
+            schema = read_schema(directory)
+            calibration = read_interval(directory)
+            interval = (
+                None
+                if calibration is None
+                else (xgb.Booster(model_file=str(directory / QUANTILES_FILE)), calibration)
+            )
+        except (xgb.core.XGBoostError, ValueError, OSError) as exc:
+            raise BundleIntegrityError(f"bundle {directory} cannot be loaded: {exc}") from exc
+        return cls(
+            booster,
+            schema,
+            lineage,
+            version=version,
+            tag=tag,
+            examples=examples,
+            interval=interval,
+        )
 
     @classmethod
     def from_bundle(cls, directory: str | Path, *, version: str, tag: str = "") -> Predictor:
@@ -119,38 +176,41 @@ class Predictor:
                 schema file that cannot be read.
             SchemaMismatchError: if booster and schema disagree.
         """
-        directory = Path(directory)
         lineage = verify_bundle(directory)
-        booster = xgb.Booster()
-        try:
-            booster.load_model(str(directory / MODEL_FILE))
-            schema = read_schema(directory)
-        except (xgb.core.XGBoostError, ValueError, OSError) as exc:
-            raise BundleIntegrityError(f"bundle {directory} cannot be loaded: {exc}") from exc
-        return cls(
-            booster,
-            schema,
-            lineage,
+        return cls.from_files(
+            directory,
+            lineage=lineage,
             version=version,
             tag=tag,
             examples=read_examples(directory),
         )
 
     def _check_schema(self) -> None:
-        names = self.booster.feature_names
-        if names is not None and list(names) != self.schema.feature_names:
-            raise SchemaMismatchError(
-                f"booster features {list(names)} differ from schema features "
-                f"{self.schema.feature_names}"
-            )
-        types = self.booster.feature_types
+        boosters = [self.booster] + ([self.interval[0]] if self.interval else [])
         wanted = [t == "c" for t in self.schema.feature_types]
-        if types is not None and [t == "c" for t in types] != wanted:
-            raise SchemaMismatchError(
-                f"the booster's categorical features {list(types)} differ from the schema's "
-                f"{self.schema.feature_types}"
-            )
-        outputs = self.predict_proba([self.schema.example_row()]).shape[1]
+        for booster in boosters:
+            names = booster.feature_names
+            if names is not None and list(names) != self.schema.feature_names:
+                raise SchemaMismatchError(
+                    f"booster features {list(names)} differ from schema features "
+                    f"{self.schema.feature_names}"
+                )
+            types = booster.feature_types
+            if types is not None and [t == "c" for t in types] != wanted:
+                raise SchemaMismatchError(
+                    f"the booster's categorical features {list(types)} differ from the "
+                    f"schema's {self.schema.feature_types}"
+                )
+        matrix = self.matrix([self.schema.example_row()])
+        if self.regression:
+            assert self.interval is not None
+            ends = np.asarray(self.interval[0].inplace_predict(matrix))
+            if np.asarray(self.booster.inplace_predict(matrix)).ndim != 1 or ends.shape != (1, 2):
+                raise SchemaMismatchError(
+                    "a regression bundle needs a one-output model and a two-quantile model"
+                )
+            return
+        outputs = class_probabilities(self.booster, matrix).shape[1]
         if outputs != len(self.classes):
             raise SchemaMismatchError(
                 f"the booster outputs {outputs} class probabilities, the schema has "
@@ -166,19 +226,38 @@ class Predictor:
         """Class probabilities, shape ``(n_rows, n_classes)``, columns in class order."""
         return class_probabilities(self.booster, self.matrix(rows))
 
+    def predict_values(
+        self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Regression: ``(values, lows, highs)`` of the rows, each ``(n_rows,)``."""
+        assert self.interval is not None
+        return regression_values(self.booster, *self.interval, self.matrix(rows))
+
     def predict(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """One ``{"label", "probabilities"}`` object per row."""
-        return classification_answers(self.classes, self.predict_proba(rows))
+        """One answer per row: ``{"label", "probabilities"}`` for a classifier,
+        ``{"value", "interval": {"low", "high", "coverage"}}`` for a regression model."""
+        return self.answers(self.matrix(rows))
+
+    def answers(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        """:meth:`predict` of rows already encoded (:meth:`matrix`)."""
+        if self.regression:
+            assert self.interval is not None
+            values = regression_values(self.booster, *self.interval, matrix)
+            return regression_answers(*values, self.interval[1].coverage)
+        return classification_answers(self.classes, class_probabilities(self.booster, matrix))
 
     # ---- explanations ------------------------------------------------------
     def explain(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Per row: the label, and the contributions (margin space) towards it.
+        """Per row: the prediction, and each feature's contribution (margin space) to it.
 
-        ``base_value + sum(contributions) == margin`` of the explained class (the
-        log-odds of class 1 for a binary model, of the predicted class otherwise).
+        ``base_value + sum(contributions) == margin`` of the explained output: the value
+        of a regression model; the log-odds of class 1 for a binary model, of the
+        predicted class otherwise.
         """
-        data = self.matrix(rows)
-        proba = class_probabilities(self.booster, data)
+        return self.explanations(self.matrix(rows))
+
+    def explanations(self, data: np.ndarray) -> list[dict[str, Any]]:
+        """:meth:`explain` of rows already encoded (:meth:`matrix`)."""
         contribs = self.booster.predict(
             xgb.DMatrix(
                 data,
@@ -190,6 +269,17 @@ class Predictor:
             pred_contribs=True,
         )
         names = self._names
+        if self.regression:
+            values = np.asarray(self.booster.inplace_predict(data), dtype=np.float64)
+            return [
+                {
+                    "value": float(value),
+                    "base_value": float(row[-1]),
+                    "contributions": {n: float(v) for n, v in zip(names, row[:-1], strict=True)},
+                }
+                for value, row in zip(values, contribs, strict=True)
+            ]
+        proba = class_probabilities(self.booster, data)
         binary = contribs.ndim == 2
         answers = []
         for i, p in enumerate(proba):
@@ -218,13 +308,20 @@ class Predictor:
 
     # ---- model card --------------------------------------------------------
     def card(self) -> ModelCard:
-        """The model card served at ``GET /model``."""
+        """The model card served at ``GET /model``.
+
+        Raises:
+            ValueError: for a predictor without lineage (not a served bundle).
+        """
+        if self.lineage is None:
+            raise ValueError("a model card needs the bundle's lineage")
         return ModelCard(
             version=self.version,
             tag=self.tag,
             lineage=self.lineage,
             schema=self.schema,
             example_row=self.schema.example_row(),
+            interval_coverage=None if self.interval is None else self.interval[1].coverage,
         )
 
 
@@ -248,9 +345,44 @@ def classification_answers(classes: list[Label], proba: np.ndarray) -> list[dict
     ]
 
 
+def regression_values(
+    booster: xgb.Booster, ends: xgb.Booster, interval: Interval, matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, lows, highs)``: the model's values and their calibrated intervals.
+
+    The quantile model's ends are moved by the calibration offset, kept in order, and
+    widened to hold the value where it falls outside (the two models are separate).
+    """
+    values = np.asarray(booster.inplace_predict(matrix), dtype=np.float64).reshape(-1)
+    predicted = np.asarray(ends.inplace_predict(matrix), dtype=np.float64).reshape(-1, 2)
+    low = predicted.min(axis=1) - interval.offset
+    high = predicted.max(axis=1) + interval.offset
+    low, high = np.minimum(low, high), np.maximum(low, high)
+    return values, np.minimum(low, values), np.maximum(high, values)
+
+
+def regression_answers(
+    values: np.ndarray, lows: np.ndarray, highs: np.ndarray, coverage: float
+) -> list[dict[str, Any]]:
+    """One ``{"value", "interval": {"low", "high", "coverage"}}`` answer per row."""
+    return [
+        {
+            "value": float(value),
+            "interval": {"low": float(low), "high": float(high), "coverage": coverage},
+        }
+        for value, low, high in zip(values, lows, highs, strict=True)
+    ]
+
+
 def answer_columns(answers: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Answers as table columns (a scored CSV, the MLflow model's output frame):
-    ``label`` and one ``proba_<class>`` per class."""
+    ``label`` and one ``proba_<class>`` per class, or ``prediction``, ``low``, ``high``."""
+    if answers and "value" in answers[0]:
+        return {
+            "prediction": [a["value"] for a in answers],
+            "low": [a["interval"]["low"] for a in answers],
+            "high": [a["interval"]["high"] for a in answers],
+        }
     columns: dict[str, list[Any]] = {"label": [a["label"] for a in answers]}
     for key in answers[0]["probabilities"] if answers else ():
         columns[f"proba_{key}"] = [a["probabilities"][key] for a in answers]

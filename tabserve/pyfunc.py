@@ -1,12 +1,14 @@
-"""The registered MLflow model: the booster and its schema as a pyfunc for raw frames.
+"""The registered MLflow model: the model files as a pyfunc for raw frames.
 
-The ``train`` stage logs :class:`TabularModel` with the booster (``model.ubj``) and the
-FeatureSchema as artifacts and this package as its code (``code_paths``), so the model
-scores frames as they come from a CSV or Parquet file (text columns as ``str`` or
-``object``, missing values) wherever MLflow models run: ``mlflow.pyfunc.load_model``,
-``mlflow models serve``, ``mlflow.pyfunc.spark_udf``. It uses the service's own
-encoding (:meth:`FeatureSchema.encode`) and answers (:func:`answer_columns`), so its
-numbers are the ones ``POST /predict`` gives for the same rows.
+The ``train`` stage logs :class:`TabularModel` with its model files (``models/bundle``:
+the booster, the FeatureSchema and, for regression, the interval's model) as an
+artifact and this package as its code (``code_paths``), so the model scores frames as
+they come from a CSV or Parquet file (text columns as ``str`` or ``object``, missing
+values) wherever MLflow models run: ``mlflow.pyfunc.load_model``, ``mlflow models
+serve``, ``mlflow.pyfunc.spark_udf``. It answers through the service's own
+:class:`~tabserve.predictor.Predictor` and answer columns (``label``, ``proba_<class>``;
+or ``prediction``, ``low``, ``high``), so its numbers are the ones ``POST /predict``
+gives for the same rows.
 
 Nothing here is imported by the service: MLflow is a training dependency only.
 """
@@ -25,30 +27,25 @@ from mlflow.types import ColSpec, Schema
 
 from tabserve.schema import FeatureSchema
 
-MODEL_ARTIFACT = "booster"
-SCHEMA_ARTIFACT = "schema"
-MODEL_FILE = "model.ubj"
+BUNDLE_ARTIFACT = "bundle"
 
 
 class TabularModel(PythonModel):
-    """Scores a raw frame: one row of ``label`` and ``proba_<class>`` per input row."""
+    """Scores a raw frame: one answer row per input row (see the module doc)."""
 
     def load_context(self, context: Any) -> None:
-        """Load the booster (one thread) and the schema from the model's artifacts."""
-        import xgboost as xgb
+        """Load the model files (verified when the bundle is served; here as logged)."""
+        from tabserve.predictor import Predictor
 
-        self.schema = FeatureSchema.load(context.artifacts[SCHEMA_ARTIFACT])
-        self.booster = xgb.Booster(model_file=context.artifacts[MODEL_ARTIFACT])
-        self.booster.set_param({"nthread": 1})
+        self.predictor = Predictor.from_files(context.artifacts[BUNDLE_ARTIFACT], version="mlflow")
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Answers for ``model_input`` (columns the model does not know are ignored)."""
-        from tabserve.predictor import answer_columns, class_probabilities, classification_answers
+        from tabserve.predictor import answer_columns
 
-        proba = class_probabilities(self.booster, self.schema.encode(model_input))
-        answers = classification_answers(list(self.schema.target.classes), proba)
+        answers = self.predictor.predict(model_input)
         return pd.DataFrame(answer_columns(answers), index=model_input.index)
 
 
@@ -66,13 +63,14 @@ def signature(schema: FeatureSchema, frame: pd.DataFrame) -> ModelSignature:
             for column in inferred.inputs
         ]
     )
-    label_type = "long" if all(isinstance(c, int) for c in schema.target.classes) else "string"
-    outputs = Schema(
-        [
-            ColSpec(label_type, "label"),
-            *(ColSpec("double", f"proba_{c}") for c in schema.target.classes),
-        ]
-    )
+    if schema.target.is_regression:
+        outputs = Schema([ColSpec("double", name) for name in ("prediction", "low", "high")])
+    else:
+        classes = schema.target.classes
+        label_type = "long" if all(isinstance(c, int) for c in classes) else "string"
+        outputs = Schema(
+            [ColSpec(label_type, "label"), *(ColSpec("double", f"proba_{c}") for c in classes)]
+        )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -81,15 +79,12 @@ def input_example(schema: FeatureSchema, frame: pd.DataFrame, rows: int = 5) -> 
     return frame[schema.feature_names].head(rows)
 
 
-def log_model(
-    model_file: str | Path, schema_file: str | Path, schema: FeatureSchema, train: pd.DataFrame
-) -> Any:
+def log_model(bundle: str | Path, schema: FeatureSchema, train: pd.DataFrame) -> Any:
     """Log the model to the active MLflow run as ``model``; return MLflow's ``ModelInfo``.
 
     Args:
-        model_file: the booster (``model.ubj``).
-        schema_file: the FeatureSchema (``schema.json``).
-        schema: that schema, for the signature.
+        bundle: the folder of model files ``train`` wrote (``models/bundle``).
+        schema: their schema, for the signature.
         train: the raw training split, for the signature's column types and the example.
     """
     import warnings
@@ -108,7 +103,7 @@ def log_model(
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package / "pyfunc_model.py"),
-        artifacts={MODEL_ARTIFACT: str(model_file), SCHEMA_ARTIFACT: str(schema_file)},
+        artifacts={BUNDLE_ARTIFACT: str(bundle)},
         code_paths=[str(package)],
         signature=model_signature,
         input_example=input_example(schema, train),

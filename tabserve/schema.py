@@ -43,18 +43,42 @@ class FeatureSpec(BaseModel):
     nullable: bool = False
 
 
+TaskKind = Literal["classification", "regression"]
+Task = Literal["binary", "multiclass", "regression"]
+# A numeric target with more distinct values than this (or any non-integral one) is a
+# quantity to predict, not a set of classes: the rule of `data.task: auto`.
+MAX_CLASSES_FOR_AUTO = 20
+TARGET_QUANTILES = 10  # the regression target's distribution: deciles
+
+
 class TargetSpec(BaseModel):
-    """The label column: its name and the classes, in model output order."""
+    """The label column: its task and, for classification, the classes in model output
+    order; for regression, the observed range and distribution of the target."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    classes: list[Label]
+    kind: TaskKind = "classification"
+    classes: list[Label] = Field(default_factory=list)
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    # Quantiles 0, 0.1, ..., 1 of the training target (regression only): the Prometheus
+    # buckets of predicted values, the UI's chart and the drift reference of answers.
+    quantiles: list[float] = Field(default_factory=list)
 
     @property
-    def task(self) -> Literal["binary", "multiclass"]:
-        """``binary`` for two classes, ``multiclass`` otherwise."""
+    def task(self) -> Task:
+        """``binary``, ``multiclass`` or ``regression``: what the model is trained for."""
+        if self.kind == "regression":
+            return "regression"
         return "binary" if len(self.classes) == 2 else "multiclass"
+
+    @property
+    def is_regression(self) -> bool:
+        """Whether the model predicts a number (rather than a class)."""
+        return self.kind == "regression"
 
 
 class DroppedColumn(BaseModel):
@@ -185,11 +209,18 @@ class FeatureSchema(BaseModel):
         ]
 
     def encode_target(self, values: pd.Series) -> np.ndarray:
-        """Map labels to class indices (the model's output order).
+        """The training label: class indices (the model's output order), or for regression
+        the target as float64.
 
         Raises:
-            ValueError: if a label is not one of the schema's classes.
+            ValueError: if a label is not one of the schema's classes, or a regression
+                target is not a finite number.
         """
+        if self.target.is_regression:
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+            if not np.all(np.isfinite(numbers)):
+                raise ValueError(f"the target {self.target.name!r} has non-numeric values")
+            return numbers
         lookup = {_label_key(c): i for i, c in enumerate(self.target.classes)}
         keys = values.map(_label_key)
         unknown = sorted({str(k) for k in keys if k not in lookup})
@@ -318,19 +349,53 @@ def infer_feature(series: pd.Series) -> FeatureSpec:
     )
 
 
-def infer_target(series: pd.Series) -> TargetSpec:
-    """Infer the target's classes, sorted, as ints where every label is integral."""
+def decide_task(series: pd.Series, task: Literal["auto"] | TaskKind = "auto") -> TaskKind:
+    """The task for a target column: ``task`` itself, or the rule of ``auto``.
+
+    ``auto``: a numeric (not boolean) target with more than ``MAX_CLASSES_FOR_AUTO``
+    distinct values, or with any non-integral value, is regression; anything else
+    (text, booleans, a few integer codes) is classification.
+    """
+    if task != "auto":
+        return task
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return "classification"
+    values = series.dropna().astype("float64")
+    if values.nunique() > MAX_CLASSES_FOR_AUTO or not np.all(np.mod(values, 1) == 0):
+        return "regression"
+    return "classification"
+
+
+def infer_target(series: pd.Series, task: Literal["auto"] | TaskKind = "auto") -> TargetSpec:
+    """Infer the target's spec: its classes (sorted, ints where every label is integral)
+    or, for regression, its range, mean, spread and deciles."""
+    name = str(series.name)
+    if decide_task(series, task) == "regression":
+        values = pd.to_numeric(series, errors="coerce").dropna().astype("float64")
+        quantiles = np.quantile(values, np.linspace(0, 1, TARGET_QUANTILES + 1))
+        return TargetSpec(
+            name=name,
+            kind="regression",
+            min=float(values.min()),
+            max=float(values.max()),
+            mean=float(values.mean()),
+            std=float(values.std(ddof=0)),
+            quantiles=[float(q) for q in quantiles],
+        )
     keys = series.dropna().map(_label_key)
     classes: list[Label]
     if all(isinstance(k, int) for k in keys):
         classes = sorted({int(k) for k in keys})
     else:
         classes = sorted({str(k) for k in keys})
-    return TargetSpec(name=str(series.name), classes=classes)
+    return TargetSpec(name=name, classes=classes)
 
 
 def infer_schema(
-    frame: pd.DataFrame, target: str, dropped: Sequence[DroppedColumn] = ()
+    frame: pd.DataFrame,
+    target: str,
+    dropped: Sequence[DroppedColumn] = (),
+    task: Literal["auto"] | TaskKind = "auto",
 ) -> FeatureSchema:
     """Infer the FeatureSchema of ``frame`` with label column ``target``.
 
@@ -352,7 +417,9 @@ def infer_schema(
             dropped.append(DroppedColumn(name=str(name), reason="constant: one value in every row"))
         else:
             features.append(infer_feature(series))
-    return FeatureSchema(features=features, target=infer_target(frame[target]), dropped=dropped)
+    return FeatureSchema(
+        features=features, target=infer_target(frame[target], task), dropped=dropped
+    )
 
 
 def schema_from_json(text: str | bytes | Mapping[str, Any]) -> FeatureSchema:

@@ -230,6 +230,18 @@ class Settings(ModelSettings):
         ui_max_upload_bytes: largest CSV the batch tab accepts (also capped by
             ``max_body_bytes``, see :attr:`ui_upload_limit_bytes`).
         ui_batch_max_rows: most rows the batch tab scores in one file.
+        drift_enabled: keep a rolling window of served rows and publish its drift
+            against the training reference (``tabserve/drift.py``).
+        drift_window_rows: most rows in each worker's window.
+        drift_window_s: rows older than this leave the window too (None: rows only).
+        drift_min_rows: the PSI gauges appear once a window holds this many rows (a
+            sample of n rows from the training distribution itself has a PSI of about
+            ``(bins - 1) / n`` over 10 bins: 0.02 at 500 rows, well under the alert's 0.2).
+        drift_publish_interval_s: how often the drift gauges are recomputed, at most.
+        inference_log_dir: write every served row and answer as JSON lines here
+            (``tabserve/inference_log.py``); None (the default): no inference log.
+        inference_log_max_bytes: size at which an inference log file is rotated.
+        inference_log_backups: rotated inference log files kept.
         shutdown_grace_s: on SIGTERM, how long requests in flight may take to finish
             before the server stops (``bentoml serve --timeout-graceful-shutdown``); keep
             it below the orchestrator's kill timeout (Kubernetes: 30 s by default).
@@ -277,6 +289,15 @@ class Settings(ModelSettings):
     ui_batch_max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
 
     shutdown_grace_s: int = Field(default=20, ge=1, le=3600)
+
+    drift_enabled: bool = True
+    drift_window_rows: int = Field(default=1000, ge=10, le=1_000_000)
+    drift_window_s: float | None = Field(default=None, gt=0)
+    drift_min_rows: int = Field(default=500, ge=1)
+    drift_publish_interval_s: float = Field(default=1.0, ge=0)
+    inference_log_dir: Path | None = None
+    inference_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    inference_log_backups: int = Field(default=5, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:
@@ -435,6 +456,14 @@ def check_secret(secret: str) -> str:
     return secret
 
 
+def _problems(exc: ValidationError) -> str:
+    """One line naming each variable at fault (``TABSERVE_MAX_ROWS: ...``)."""
+    return "; ".join(
+        f"TABSERVE_{'_'.join(str(p) for p in err['loc']).upper() or '?'}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False)
+    )
+
+
 def load_settings() -> Settings:
     """Read :class:`Settings` from the environment.
 
@@ -444,11 +473,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TABSERVE_{'_'.join(str(p) for p in err['loc']).upper() or '?'}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)
-        )
-        raise SettingsError(f"invalid settings: {problems}") from None
+        raise SettingsError(f"invalid settings: {_problems(exc)}") from None
 
 
 def load_server_settings() -> ServerSettings:
@@ -456,11 +481,7 @@ def load_server_settings() -> ServerSettings:
     try:
         return ServerSettings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TABSERVE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)
-        )
-        raise SettingsError(f"invalid server settings: {problems}") from None
+        raise SettingsError(f"invalid server settings: {_problems(exc)}") from None
 
 
 def load_batching_settings() -> BatchingSettings:

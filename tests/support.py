@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,7 @@ import pandas as pd
 from load_tests.processes import free_port, running, stop_group
 from load_tests.profiles import import_booster, train_booster
 from tabserve.bundle import Lineage
-from tabserve.schema import FeatureSchema
+from tabserve.schema import FeatureSchema, infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
 JSON_TYPE = "application/json"
@@ -52,6 +53,23 @@ CHEAP_ARGON2 = {
 TRACING_ON = (
     "services.tabserve.tracing.exporter_type=in_memory services.tabserve.tracing.sample_rate=1.0"
 )
+
+
+def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
+    """Environment of a ``bentoml serve`` whose state (BentoML home, users file, local
+    folder) lives under ``root``, with cheap argon2 logins."""
+    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return {
+        **base,
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "TABSERVE_ENV": "development",
+        "TABSERVE_USERS_FILE": str(root / "users.json"),
+        "TABSERVE_LOCAL_DIR": str(root / "local"),
+        "TABSERVE_MODEL_TAG": model_tag,
+        **CHEAP_ARGON2,  # logins here are not about argon2's cost (the flood test's are)
+        **extra,
+    }
 
 
 def cheap_hasher() -> Any:
@@ -92,10 +110,23 @@ def import_test_model(
     tag: str = "tabserve:v1",
 ) -> TestModel:
     """Train a small model on ``frame`` and import it into the BentoML home ``home``
-    (the benchmark's profiles are imported with the same functions)."""
+    (the benchmark's profiles are imported with the same functions), with its drift
+    reference.
+
+    A regression objective (``reg:...``) also gets its interval model, calibrated on the
+    same rows (``training.modeling.fit_interval``): a test bundle, not a good model.
+    """
+    regression = str(objective.get("objective", "")).startswith("reg:")
+    schema = infer_schema(frame, target, task="regression" if regression else "classification")
     params = {"max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0, **objective}
-    booster, schema = train_booster(frame, target, params, 20)
+    booster, schema = train_booster(frame, target, params, 20, schema)
     features = frame.drop(columns=[target])
+    interval = None
+    if regression:
+        from training.modeling import dmatrix, fit_interval
+
+        data = dmatrix(schema, frame)
+        interval = fit_interval(params, data, data, 0.9, 20, 5)
     rows = json_ready(features)
     targets = frame[target].tolist()
     name, version = tag.split(":")
@@ -106,12 +137,14 @@ def import_test_model(
         data_md5={"train": "0" * 32, "test": "1" * 32},
         git_commit="deadbeef",
         params=params,
-        metrics={"accuracy": 0.9},
+        metrics={"rmse": 1.0} if regression else {"accuracy": 0.9},
         model_sha256="",  # filled in by import_booster
         created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC).isoformat(),
     )
     examples = [{**row, target: t} for row, t in zip(rows[:20], targets[:20], strict=True)]
-    import_booster(home, tag, booster, schema, lineage, examples)
+    import_booster(
+        home, tag, booster, schema, lineage, examples, features=features, interval=interval
+    )
     return TestModel(tag, schema, rows, targets)
 
 

@@ -4,12 +4,20 @@ Leakage: a feature that predicts the target almost perfectly on its own is, far 
 often than not, information the model will not have when it is used (a cause of death
 filled only for deaths, a follow-up time, a copy of the label). For each feature,
 :func:`feature_scores` measures how well it alone predicts the target on the training
-split, out of fold (3 folds, seeded): the ROC AUC (macro one-vs-rest for several
-classes) of a depth-2 decision tree on a numeric feature, or of its per-category class
-frequencies for a categorical one (missing counted as a category). It also measures
-whether missingness alone separates a class (the ROC AUC of the "is missing" indicator,
-for the class it separates best). :func:`find_leaks` flags every feature at or above
-the threshold that was not knowingly allowed.
+split, out of fold (3 folds, seeded), as a score where 1.0 is perfect:
+
+- classification: the ROC AUC (macro one-vs-rest for several classes) of a depth-2
+  decision tree on a numeric feature, or of its per-category class frequencies for a
+  categorical one (missing counted as a category); and whether missingness alone
+  separates a class (the ROC AUC of the "is missing" indicator, for the class it
+  separates best);
+- regression: for a numeric feature the higher of its rank correlation with the target
+  (absolute Spearman, which catches any monotone copy) and the R² of a depth-8 tree, for
+  a categorical one the R² of its per-category means; and whether missingness alone
+  separates high from low targets (the ROC AUC of the indicator against the target).
+
+:func:`find_leaks` flags every feature at or above the threshold that was not
+knowingly allowed.
 
 Quality (:func:`quality_findings`): reported, never fatal: mostly-missing columns, heavy
 class imbalance, duplicate rows, test rows identical to training rows.
@@ -22,9 +30,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.tree import DecisionTreeClassifier
+from scipy.stats import spearmanr
+from sklearn.metrics import r2_score, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from tabserve.schema import FeatureSchema
 
@@ -42,7 +51,8 @@ class FeatureScore:
     score: float  # ROC AUC of the one-feature model, out of fold
     missing_rate: float
     missing_score: float | None  # ROC AUC of "is missing" alone; None if never missing
-    missing_class: str | None  # the class missingness separates best
+    missing_class: str | None  # the class (or "high <target>") missingness separates best
+    kind_of_task: str = "classification"
 
     def worst(self) -> float:
         """The higher of the two scores."""
@@ -51,6 +61,7 @@ class FeatureScore:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, scores rounded to 4 digits."""
         data = asdict(self)
+        del data["kind_of_task"]
         for key in ("score", "missing_rate", "missing_score"):
             if data[key] is not None:
                 data[key] = round(float(data[key]), 4)
@@ -98,8 +109,54 @@ def _missing_separation(
     return best, best_class
 
 
+def _regression_scores(train: pd.DataFrame, schema: FeatureSchema, seed: int) -> list[FeatureScore]:
+    y = schema.encode_target(train[schema.target.name])
+    folds = list(KFold(n_splits=FOLDS, shuffle=True, random_state=seed).split(y))
+    encoded = schema.encode(train)
+    scores = []
+    for index, spec in enumerate(schema.features):
+        column = encoded[:, index]
+        missing = np.isnan(column)
+        predicted = np.empty(len(y))
+        if spec.kind == "categorical":
+            levels = pd.Series(column).fillna(-1).to_numpy()
+            for fit, held in folds:
+                means = pd.Series(y[fit]).groupby(levels[fit]).agg(["sum", "count"])
+                smoothed = (means["sum"] + y[fit].mean()) / (means["count"] + 1.0)
+                predicted[held] = smoothed.reindex(levels[held]).fillna(y[fit].mean()).to_numpy()
+            score = max(0.0, float(r2_score(y, predicted)))
+        else:
+            for fit, held in folds:
+                tree = DecisionTreeRegressor(max_depth=8, min_samples_leaf=5, random_state=seed)
+                tree.fit(column[fit, None], y[fit])
+                predicted[held] = tree.predict(column[held, None])
+            present = ~missing
+            varies = present.sum() > 2 and np.ptp(column[present]) > 0
+            rank = abs(spearmanr(column[present], y[present]).statistic) if varies else 0.0
+            score = max(float(np.nan_to_num(rank)), float(r2_score(y, predicted)), 0.0)
+        missing_score, side = None, None
+        if missing.any() and not missing.all():
+            auc = float(roc_auc_score(missing, y))
+            missing_score = max(auc, 1.0 - auc)
+            side = "high" if auc >= 0.5 else "low"
+        scores.append(
+            FeatureScore(
+                feature=spec.name,
+                kind=spec.kind,
+                score=score,
+                missing_rate=float(missing.mean()),
+                missing_score=missing_score,
+                missing_class=None if side is None else f"{side} {schema.target.name}",
+                kind_of_task="regression",
+            )
+        )
+    return scores
+
+
 def feature_scores(train: pd.DataFrame, schema: FeatureSchema, seed: int) -> list[FeatureScore]:
     """Each feature's single-feature score on the training split (see the module doc)."""
+    if schema.target.is_regression:
+        return _regression_scores(train, schema, seed)
     y = schema.encode_target(train[schema.target.name])
     classes = list(schema.target.classes)
     splitter = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
@@ -142,10 +199,16 @@ def find_leaks(
 
 def describe_leak(score: FeatureScore, threshold: float) -> str:
     """One line naming the feature, its scores and what they mean."""
-    parts = [f"alone it predicts the target with ROC AUC {score.score:.4f}"]
+    measure = "ROC AUC" if score.kind_of_task == "classification" else "score (R² or |Spearman|)"
+    parts = [f"alone it predicts the target with {measure} {score.score:.4f}"]
     if score.missing_score is not None and score.missing_score >= threshold:
+        separated = (
+            f"class {score.missing_class!r}"
+            if score.kind_of_task == "classification"
+            else str(score.missing_class)
+        )
         parts.append(
-            f"whether it is missing alone separates class {score.missing_class!r} "
+            f"whether it is missing alone separates {separated} "
             f"(ROC AUC {score.missing_score:.4f}, {score.missing_rate:.0%} missing)"
         )
     return f"feature {score.feature!r}: " + "; ".join(parts)
@@ -158,7 +221,11 @@ def quality_findings(
     names = schema.feature_names
     target = schema.target.name
     missing = frame[names].isna().mean()
-    shares = frame[target].value_counts(normalize=True)
+    shares = (
+        pd.Series(dtype="float64")
+        if schema.target.is_regression
+        else frame[target].value_counts(normalize=True)
+    )
     features_only = [*names]
     train_keys = set(map(tuple, train[features_only].astype(str).to_numpy()))
     overlap = sum(tuple(row) in train_keys for row in test[features_only].astype(str).to_numpy())

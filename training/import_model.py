@@ -18,8 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tabserve.bundle import BundleIntegrityError, Lineage, sha256_file, write_bundle
-from tabserve.schema import FeatureSchema
+from tabserve.bundle import (
+    EXAMPLES_FILE,
+    MODEL_FILE,
+    BundleIntegrityError,
+    Lineage,
+    read_schema,
+    sha256_file,
+    write_bundle,
+)
 from training.params import load_params
 from training.register import CHAMPION
 
@@ -41,6 +48,7 @@ def champion_lineage(mv: Any, model_name: str) -> Lineage:
         params=json.loads(tags["params"]),
         metrics=json.loads(tags["metrics"]),
         model_sha256=tags["model_sha256"],
+        files_sha256=json.loads(tags.get("files_sha256", "{}")),
         created_at=created,
         registry_alias=CHAMPION,
         mlflow_model_uri=f"models:/{model_name}/{mv.version}",
@@ -65,21 +73,16 @@ def import_champion(model_name: str) -> dict[str, str]:
                 f"models:/{model_name}/{mv.version}", dst_path=f"{tmp}/model"
             )
         )
-        model_file = next(model_dir.rglob("model.ubj"))
-        if sha256_file(model_file) != lineage.model_sha256:
+        files = next(model_dir.rglob(MODEL_FILE)).parent  # the logged models/bundle
+        if sha256_file(files / MODEL_FILE) != lineage.model_sha256:
             raise BundleIntegrityError(
                 f"registered version {mv.version}: model file hash differs from its lineage"
             )
-        run_files = {
-            name: Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=lineage.mlflow_run_id, artifact_path=name, dst_path=f"{tmp}/run"
-                )
-            )
-            for name in ("schema.json", "examples.json")
-        }
-        schema = FeatureSchema.load(run_files["schema.json"])
-        examples = json.loads(run_files["examples.json"].read_text())
+        examples_file = mlflow.artifacts.download_artifacts(
+            run_id=lineage.mlflow_run_id, artifact_path=EXAMPLES_FILE, dst_path=f"{tmp}/run"
+        )
+        schema = read_schema(files)
+        examples = json.loads(Path(examples_file).read_text())
         tag = bentoml.Tag(model_name, f"v{mv.version}")
         try:
             bentoml.models.delete(
@@ -97,10 +100,11 @@ def import_champion(model_name: str) -> dict[str, str]:
         ) as bento_model:
             write_bundle(
                 bento_model.path,
-                model_file=model_file,
+                model_file=files / MODEL_FILE,
                 schema=schema,
                 lineage=lineage,
                 examples=examples,
+                extra_files={name: files / name for name in lineage.files_sha256},
             )
     return {
         "tag": str(tag),

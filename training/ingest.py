@@ -20,24 +20,29 @@ from training.params import load_params
 
 log = logging.getLogger("training.ingest")
 
-EMBEDDED = ("breast_cancer", "iris", "wine")
+EMBEDDED = ("breast_cancer", "iris", "wine", "diabetes")  # the last one a regression target
 RAW_PATH = Path("data/raw/data.parquet")
 
 
 def load_embedded(name: str) -> pd.DataFrame:
     """One of scikit-learn's bundled datasets as a frame with a ``target`` column.
 
-    The target holds the class names the dataset gives (``target_names``, e.g.
-    ``malignant``/``benign``), so that answers read without a codebook.
+    A classification target holds the class names the dataset gives (``target_names``,
+    e.g. ``malignant``/``benign``), so that answers read without a codebook; ``diabetes``
+    has a numeric target (disease progression a year later): a regression dataset.
     """
     from sklearn import datasets
 
-    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
+    loader = getattr(datasets, f"load_{name}")
+    # diabetes: the measurements in their own units (sex 1/2, age in years...), not the
+    # mean-centred, scaled copy, so that the UI form and the API take real values.
+    bunch = loader(as_frame=True, scaled=False) if name == "diabetes" else loader(as_frame=True)
     frame = bunch.frame
-    names = [str(n) for n in bunch.target_names]
-    frame["target"] = pd.Series(
-        [names[int(code)] for code in frame["target"]], index=frame.index, dtype="str"
-    )
+    if "target_names" in bunch:  # a classification dataset: its classes by name
+        names = [str(n) for n in bunch.target_names]
+        frame["target"] = pd.Series(
+            [names[int(code)] for code in frame["target"]], index=frame.index, dtype="str"
+        )
     return frame
 
 

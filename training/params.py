@@ -8,7 +8,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-METRICS_HIGHER_IS_BETTER = {"accuracy": True, "roc_auc": True, "f1": True, "log_loss": False}
+CLASSIFICATION_METRICS = {"accuracy": True, "roc_auc": True, "f1": True, "log_loss": False}
+REGRESSION_METRICS = {"rmse": False, "mae": False, "r2": True, "mape": False}
+# Every test metric the promotion can compare on, and whether higher is better.
+METRICS_HIGHER_IS_BETTER = CLASSIFICATION_METRICS | REGRESSION_METRICS
+# `promote.metric: auto`: the metric of each task.
+DEFAULT_METRIC = {"classification": "roc_auc", "regression": "rmse"}
 
 
 class _Strict(BaseModel):
@@ -22,6 +27,9 @@ class DataParams(_Strict):
     # Names are checked against the data by `prepare` (an unknown one is an error).
     drop: list[str] = Field(default_factory=list)
     features: list[str] | None = None
+    # What the model predicts. auto: a numeric target with more than 20 distinct values
+    # (or a non-integral one) is regression, anything else classification.
+    task: Literal["auto", "classification", "regression"] = "auto"
 
     @model_validator(mode="after")
     def _target_is_kept(self) -> DataParams:
@@ -88,6 +96,13 @@ class TrainParams(_Strict):
     num_boost_round: int = Field(ge=1)
     early_stopping_rounds: int = Field(ge=1)
     nthread: int = Field(ge=1)
+    # Regression only: the loss of the model of the value (tuned and trained with it).
+    regression_objective: Literal[
+        "reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror"
+    ] = "reg:squarederror"
+    # Regression only: the nominal coverage of the prediction interval (quantile models
+    # of its two ends, calibrated on the validation split).
+    interval_coverage: float = Field(default=0.9, gt=0.5, lt=1.0)
 
 
 class RegistryParams(_Strict):
@@ -96,11 +111,23 @@ class RegistryParams(_Strict):
 
 
 class PromoteParams(_Strict):
-    metric: Literal["accuracy", "roc_auc", "log_loss", "f1"]
+    metric: Literal["auto", "accuracy", "roc_auc", "log_loss", "f1", "rmse", "mae", "r2", "mape"]
 
-    @property
-    def higher_is_better(self) -> bool:
-        return METRICS_HIGHER_IS_BETTER[self.metric]
+    def metric_for(self, task: str) -> str:
+        """The metric to compare on for ``task`` (``classification`` or ``regression``).
+
+        Raises:
+            ValueError: for a metric of the other task, naming the ones that fit.
+        """
+        if self.metric == "auto":
+            return DEFAULT_METRIC[task]
+        fitting = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+        if self.metric not in fitting:
+            raise ValueError(
+                f"promote.metric {self.metric!r} does not fit a {task} model; use auto or "
+                f"one of {', '.join(fitting)}"
+            )
+        return self.metric
 
 
 class Params(_Strict):
@@ -111,6 +138,13 @@ class Params(_Strict):
     train: TrainParams
     registry: RegistryParams
     promote: PromoteParams
+
+    @model_validator(mode="after")
+    def _metric_fits_the_task(self) -> Params:
+        # With data.task: auto the task is known at `prepare`; `promote` checks it then.
+        if self.data.task != "auto":
+            self.promote.metric_for(self.data.task)
+        return self
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tabserve.schema import DroppedColumn, FeatureSchema, infer_schema
+from tabserve.schema import DroppedColumn, FeatureSchema, TaskKind, decide_task, infer_schema
 from training.checks import (
     FeatureScore,
     describe_leak,
@@ -57,15 +57,30 @@ class Prepared:
     def report(self) -> dict[str, object]:
         """Counts per split and class, dropped columns and the checks, for humans and DVC."""
         target = self.schema.target.name
-        return {
-            "rows": {name: len(getattr(self, name)) for name in SPLITS},
-            "classes": {
-                name: {
-                    str(k): int(v)
-                    for k, v in getattr(self, name)[target].value_counts().sort_index().items()
+        if self.schema.target.is_regression:
+            distribution: dict[str, object] = {
+                "target": {
+                    name: {
+                        stat: round(float(getattr(getattr(self, name)[target], stat)()), 6)
+                        for stat in ("min", "mean", "std", "max")
+                    }
+                    for name in SPLITS
                 }
-                for name in SPLITS
-            },
+            }
+        else:
+            distribution = {
+                "classes": {
+                    name: {
+                        str(k): int(v)
+                        for k, v in getattr(self, name)[target].value_counts().sort_index().items()
+                    }
+                    for name in SPLITS
+                }
+            }
+        return {
+            "task": self.schema.target.task,
+            "rows": {name: len(getattr(self, name)) for name in SPLITS},
+            **distribution,
             "features": {
                 "numeric": sum(f.kind == "numeric" for f in self.schema.features),
                 "categorical": sum(f.kind == "categorical" for f in self.schema.features),
@@ -90,8 +105,13 @@ def _rows(index: pd.Index, limit: int = 10) -> str:
     return shown + (f" ... ({len(index)} rows)" if len(index) > limit else "")
 
 
-def validate(frame: pd.DataFrame, target: str, min_rows_per_class: int) -> None:
-    """Refuse data that cannot train a classifier.
+MAX_LISTED = 10  # problems of one kind listed before the rest are counted
+
+
+def validate(
+    frame: pd.DataFrame, target: str, min_rows_per_class: int, task: TaskKind = "classification"
+) -> None:
+    """Refuse data that cannot train a model for ``task``.
 
     Raises:
         DataError: naming every problem found (column, and rows by 0-based index).
@@ -113,17 +133,10 @@ def validate(frame: pd.DataFrame, target: str, min_rows_per_class: int) -> None:
     missing_target = frame.index[frame[target].isna()]
     if len(missing_target):
         problems.append(f"target {target!r} is missing in rows {_rows(missing_target)}")
-    counts = frame[target].dropna().value_counts()
-    if len(counts) < 2:
-        problems.append(
-            f"target {target!r} has {len(counts)} class(es) ({list(counts.index)}); need at least 2"
-        )
-    small = counts[counts < min_rows_per_class]
-    for label, count in small.items():
-        problems.append(
-            f"class {label!r} of {target!r} has {count} rows; need at least {min_rows_per_class} "
-            "(prepare.min_rows_per_class) to split it"
-        )
+    if task == "regression":
+        problems += _regression_target_problems(frame[target], target)
+    else:
+        problems += _class_problems(frame[target], target, min_rows_per_class)
     for name in frame.columns:
         col = frame[name]
         if (
@@ -136,6 +149,50 @@ def validate(frame: pd.DataFrame, target: str, min_rows_per_class: int) -> None:
                 problems.append(f"column {name!r} has infinite values in rows {_rows(bad)}")
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data", problems)
+
+
+def _class_problems(labels: pd.Series, target: str, min_rows_per_class: int) -> list[str]:
+    counts = labels.dropna().value_counts()
+    if len(counts) < 2:
+        return [
+            f"target {target!r} has {len(counts)} class(es) ({list(counts.index)}); need at least 2"
+        ]
+    small = counts[counts < min_rows_per_class]
+    problems = [
+        f"class {label!r} of {target!r} has {count} rows; need at least {min_rows_per_class} "
+        "(prepare.min_rows_per_class) to split it"
+        for label, count in small.head(MAX_LISTED).items()
+    ]
+    if len(small) > MAX_LISTED:
+        problems.append(f"... and {len(small) - MAX_LISTED} more classes that small")
+    if len(small) and decide_task(labels) == "regression":
+        problems.append(
+            f"{target!r} looks like a quantity ({labels.nunique()} distinct numbers), not a "
+            "set of classes: set data.task to auto or regression"
+        )
+    return problems
+
+
+def _regression_target_problems(values: pd.Series, target: str) -> list[str]:
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        return [f"target {target!r} is not numeric ({values.dtype}): regression needs numbers"]
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    problems = []
+    infinite = values.index[np.isinf(numbers)]
+    if len(infinite):
+        problems.append(f"target {target!r} has infinite values in rows {_rows(infinite)}")
+    if values.dropna().nunique() < 2:
+        problems.append(f"target {target!r} is constant: there is nothing to predict")
+    return problems
+
+
+def _split_strata(target: pd.Series, schema: FeatureSchema) -> pd.Series | None:
+    """What the split keeps in proportion: the classes, or for regression the target's
+    deciles (so train, valid and test cover its whole range); None if bins are too thin."""
+    if not schema.target.is_regression:
+        return target.astype(str)
+    bins = pd.qcut(target, q=10, labels=False, duplicates="drop")
+    return bins if bins.value_counts().min() >= 5 else None
 
 
 def choose_columns(frame: pd.DataFrame, data: DataParams) -> list[DroppedColumn]:
@@ -176,8 +233,17 @@ def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: 
     target = data.target
     chosen = choose_columns(frame, data)
     frame = frame.drop(columns=[d.name for d in chosen])
-    validate(frame, target, params.min_rows_per_class)
-    schema = infer_schema(frame, target, dropped=chosen)
+    if target not in frame.columns:
+        validate(frame, target, params.min_rows_per_class)  # names the missing column
+    task = decide_task(frame[target], data.task)
+    log.info(
+        "task: %s (data.task: %s; %d distinct target values)",
+        task,
+        data.task,
+        frame[target].nunique(),
+    )
+    validate(frame, target, params.min_rows_per_class, task)
+    schema = infer_schema(frame, target, dropped=chosen, task=task)
     unknown_allowed = sorted(set(params.allow) - set(schema.feature_names))
     if unknown_allowed:
         raise DataError(
@@ -191,12 +257,13 @@ def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: 
             "no usable feature columns", [f"{d.name}: {d.reason}" for d in schema.dropped]
         )
     kept = frame[[*schema.feature_names, target]].reset_index(drop=True)
-    labels = kept[target].astype(str)
+    strata = _split_strata(kept[target], schema)
     rest, test = train_test_split(
-        kept, test_size=params.test_size, random_state=seed, stratify=labels
+        kept, test_size=params.test_size, random_state=seed, stratify=strata
     )
+    rest_strata = None if strata is None else _split_strata(rest[target], schema)
     train, valid = train_test_split(
-        rest, test_size=params.valid_size, random_state=seed, stratify=labels.loc[rest.index]
+        rest, test_size=params.valid_size, random_state=seed, stratify=rest_strata
     )
     splits = {
         name: part.sort_index()
@@ -204,7 +271,7 @@ def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: 
     }
     for name, part in splits.items():
         classes = part[target].nunique()
-        if classes < len(schema.target.classes):
+        if not schema.target.is_regression and classes < len(schema.target.classes):
             raise DataError(
                 f"the {name} split has {classes} of {len(schema.target.classes)} classes",
                 ["add rows or raise prepare.min_rows_per_class"],
@@ -291,13 +358,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_prepared(prepared, args.out)
     report = prepared.report()
+    target = prepared.schema.target
     log.info(
-        "schema: %s features (%s); split rows %s; classes %s; highest single-feature "
+        "schema: %s features (%s); split rows %s; %s; highest single-feature "
         "score %.3f (leakage threshold %s)",
         len(prepared.schema.features),
         report["features"],
         report["rows"],
-        prepared.schema.target.classes,
+        f"target range [{target.min:g}, {target.max:g}]"
+        if target.is_regression
+        else f"classes {target.classes}",
         max(s.worst() for s in prepared.scores),
         prepared.leakage_threshold,
     )

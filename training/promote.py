@@ -88,39 +88,29 @@ def decide(
     return Decision(better, reason, **args)
 
 
-def _download_version(name: str, version: str, dst: Path) -> tuple[Any, FeatureSchema]:
-    """The booster and schema of a registered version, from MLflow."""
-    import mlflow
-    import xgboost as xgb
-
-    client = mlflow.MlflowClient()
-    mv = client.get_model_version(name, version)
-    model_dir = Path(
-        mlflow.artifacts.download_artifacts(
-            f"models:/{name}/{version}", dst_path=str(dst / "model")
-        )
-    )
-    run_id = mv.tags.get("mlflow_run_id") or mv.run_id
-    schema_path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="schema.json", dst_path=str(dst / "schema")
-    )
-    booster = xgb.Booster()
-    booster.load_model(next(model_dir.rglob("model.ubj")))
-    return booster, FeatureSchema.load(schema_path)
-
-
 def score_version(
     name: str, version: str, schema: FeatureSchema, test: pd.DataFrame, metric: str
 ) -> float | None:
-    """``metric`` of a registered version on ``test``; None if its schema is not ``schema``."""
-    from training.modeling import classification_metrics, predict_proba
+    """``metric`` of a registered version on ``test`` (through the service's predictor);
+    None if its schema is not ``schema``."""
+    import mlflow
+
+    from tabserve.bundle import MODEL_FILE
+    from tabserve.predictor import Predictor
+    from training.modeling import evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
-        booster, own_schema = _download_version(name, version, Path(tmp))
-    if own_schema.features != schema.features or own_schema.target != schema.target:
+        model_dir = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        )
+        files = next(model_dir.rglob(MODEL_FILE)).parent
+        predictor = Predictor.from_files(files, version=version)
+    own = predictor.schema
+    if own.features != schema.features or own.target.model_dump(
+        include={"name", "kind", "classes"}
+    ) != schema.target.model_dump(include={"name", "kind", "classes"}):
         return None
-    proba = predict_proba(booster, schema, test)
-    return classification_metrics(schema.encode_target(test[schema.target.name]), proba)[metric]
+    return evaluate(predictor, test).metrics.get(metric)
 
 
 def record_decision(decision: Decision, model_name: str, experiment: str) -> None:
@@ -177,12 +167,17 @@ def run_promotion(args: argparse.Namespace) -> int:
     from training.environment import configure_mlflow
 
     params = load_params(args.params)
-    name, metric = params.registry.model_name, params.promote.metric
+    schema = FeatureSchema.load(args.prepared / "schema.json")
+    name = params.registry.model_name
+    try:
+        metric = params.promote.metric_for(schema.target.kind)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     configure_mlflow(params.registry.experiment)
     client = mlflow.MlflowClient()
     challenger = str(client.get_model_version_by_alias(name, CHALLENGER).version)
     champion = current_champion(client, name)
-    schema = FeatureSchema.load(args.prepared / "schema.json")
     test = pd.read_parquet(args.prepared / "test.parquet")
     challenger_score = score_version(name, challenger, schema, test, metric)
     champion_score = None

@@ -29,6 +29,7 @@ def lineage_tags(run: dict[str, Any]) -> dict[str, str]:
         "mlflow_run_id": run["run_id"],
         "git_commit": run["git_commit"],
         "model_sha256": run["model_sha256"],
+        "files_sha256": json.dumps(run.get("files_sha256", {}), sort_keys=True),
         "data_md5": json.dumps(run["data_md5"], sort_keys=True),
         "params": json.dumps(run["params"], sort_keys=True),
         "metrics": json.dumps(run["metrics"], sort_keys=True),

@@ -1,9 +1,11 @@
 """Stage `train`: the final fit with the tuned params, test-set metrics and plots.
 
-Outputs ``models/model.ubj`` (XGBoost's native format, no pickle),
-``metrics.json`` (test accuracy, ROC AUC, log loss, F1), DVC plot data under
-``plots/`` and ``models/train_run.json`` (the MLflow run that holds the same
-metrics, the plots as images, the schema and the logged model).
+Outputs ``models/bundle/`` (the model files: XGBoost's native format, no pickle, and
+the schema; for regression also the interval's quantile model and its calibration),
+``metrics.json`` (classification: test accuracy, ROC AUC, log loss, F1; regression:
+RMSE, MAE, R², MAPE, and the interval's test coverage beside its nominal value), DVC
+plot data under ``plots/`` and ``models/train_run.json`` (the MLflow run that holds the
+same metrics, the plots as images, the data report and the logged model).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -22,20 +25,26 @@ import pandas as pd
 import xgboost as xgb
 from sklearn import metrics as skm
 
-from tabserve.bundle import md5_file, sha256_file
-from tabserve.schema import FeatureSchema
-from training.modeling import (
-    classification_metrics,
-    dmatrix,
-    fit,
-    objective_params,
-    predict_proba,
+from tabserve.bundle import (
+    INTERVAL_FILE,
+    MODEL_FILE,
+    QUANTILES_FILE,
+    REFERENCE_FILE,
+    SCHEMA_FILE,
+    Interval,
+    md5_file,
+    model_files_sha256,
+    sha256_file,
 )
+from tabserve.drift import Reference, build_reference
+from tabserve.predictor import Predictor
+from tabserve.schema import FeatureSchema
+from training.modeling import Evaluation, dmatrix, evaluate, fit, fit_interval, objective_params
 from training.params import Params, load_params
 
 log = logging.getLogger("training.train")
 
-MODEL_PATH = Path("models/model.ubj")
+BUNDLE_DIR = Path("models/bundle")
 RUN_PATH = Path("models/train_run.json")
 METRICS_PATH = Path("metrics.json")
 PLOTS_DIR = Path("plots")
@@ -44,33 +53,109 @@ N_EXAMPLES = 200
 
 @dataclass(frozen=True)
 class Trained:
-    """The result of :func:`train`: the booster, its test metrics and plot data."""
+    """The result of :func:`train`: the boosters, how they score on the test split, and
+    the reference profile of the service's drift gauges."""
 
     booster: xgb.Booster
     booster_params: dict[str, Any]
-    metrics: dict[str, float]
-    proba: np.ndarray
-    y_true: np.ndarray
+    interval: tuple[xgb.Booster, Interval] | None
+    evaluation: Evaluation
+    reference: Reference
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The test metrics."""
+        return self.evaluation.metrics
 
 
 def train(
     schema: FeatureSchema, splits: dict[str, pd.DataFrame], params: Params, best: dict[str, Any]
 ) -> Trained:
-    """Fit on train with early stopping on valid; score on the frozen test split."""
-    booster_params = objective_params(schema, params.seed, params.train.nthread) | best["params"]
+    """Fit on train with early stopping on valid; score on the frozen test split.
+
+    A regression model also gets its prediction interval (``fit_interval``). The test
+    metrics come from the service's own predictor, so they are the served model's.
+    """
+    booster_params = objective_params(schema, params.seed, params.train) | best["params"]
+    dtrain, dvalid = dmatrix(schema, splits["train"]), dmatrix(schema, splits["valid"])
     booster = fit(
         booster_params,
-        dmatrix(schema, splits["train"]),
-        dmatrix(schema, splits["valid"]),
+        dtrain,
+        dvalid,
         params.train.num_boost_round,
         params.train.early_stopping_rounds,
     )
     # Keep only the trees up to the best iteration: what is served is what was scored.
     booster = booster[: booster.best_iteration + 1]
-    test = splits["test"]
-    proba = predict_proba(booster, schema, test)
-    y_true = schema.encode_target(test[schema.target.name])
-    return Trained(booster, booster_params, classification_metrics(y_true, proba), proba, y_true)
+    interval = None
+    if schema.target.is_regression:
+        interval = fit_interval(
+            booster_params,
+            dtrain,
+            dvalid,
+            params.train.interval_coverage,
+            params.train.num_boost_round,
+            params.train.early_stopping_rounds,
+        )
+    predictor = Predictor(booster, schema, None, version="test", interval=interval)
+    reference = build_reference(
+        schema, schema.encode(splits["train"]), predictor.predict(splits["valid"])
+    )
+    return Trained(
+        booster, booster_params, interval, evaluate(predictor, splits["test"]), reference
+    )
+
+
+def write_model_files(result: Trained, schema_file: Path, folder: Path) -> dict[str, str]:
+    """The model files into ``folder`` (emptied first); return the extra files' sha256."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    result.booster.save_model(folder / MODEL_FILE)
+    shutil.copyfile(schema_file, folder / SCHEMA_FILE)
+    if result.interval is not None:
+        ends, calibration = result.interval
+        ends.save_model(folder / QUANTILES_FILE)
+        (folder / INTERVAL_FILE).write_text(calibration.model_dump_json(indent=2) + "\n")
+    (folder / REFERENCE_FILE).write_text(result.reference.model_dump_json(indent=1) + "\n")
+    return model_files_sha256(folder)
+
+
+def write_plot_data(schema: FeatureSchema, evaluation: Evaluation, folder: Path) -> None:
+    """DVC plot data for the task: ROC, PR and confusion for a classifier; predicted vs
+    actual and residuals for a regression model (the files of the other task removed)."""
+    folder.mkdir(exist_ok=True)
+    y_true, outputs = evaluation.y_true, evaluation.outputs
+    if schema.target.is_regression:
+        files: dict[str, Any] = {
+            "predicted_vs_actual.json": [
+                {"actual": round(float(a), 6), "predicted": round(float(p), 6)}
+                for a, p in zip(y_true, outputs, strict=True)
+            ],
+            "residuals.json": [
+                {"predicted": round(float(p), 6), "residual": round(float(a - p), 6)}
+                for a, p in zip(y_true, outputs, strict=True)
+            ],
+        }
+    else:
+        points = curve_points(schema, y_true, outputs)
+        files = {
+            "roc.json": points["roc"],
+            "pr.json": points["pr"],
+            "confusion.json": confusion_rows(schema, y_true, outputs),
+        }
+    for stale in set(PLOT_FILES) - set(files):
+        (folder / stale).unlink(missing_ok=True)
+    for name, records in files.items():
+        (folder / name).write_text(json.dumps(records) + "\n")
+
+
+PLOT_FILES = (
+    "roc.json",
+    "pr.json",
+    "confusion.json",
+    "predicted_vs_actual.json",
+    "residuals.json",
+)
 
 
 def curve_points(
@@ -111,14 +196,17 @@ def confusion_rows(
     ]
 
 
-def write_plot_images(
-    schema: FeatureSchema, y_true: np.ndarray, proba: np.ndarray, folder: Path
-) -> list[Path]:
-    """ROC, PR and confusion-matrix PNGs (for MLflow)."""
+def write_plot_images(schema: FeatureSchema, evaluation: Evaluation, folder: Path) -> list[Path]:
+    """The test plots as PNGs (for MLflow): ROC, PR and confusion matrix, or predicted vs
+    actual (with the intervals) and residuals."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+
+    if schema.target.is_regression:
+        return _regression_images(schema, evaluation, folder, plt)
+    y_true, proba = evaluation.y_true, evaluation.outputs
 
     classes = [str(c) for c in schema.target.classes]
     points = curve_points(schema, y_true, proba)
@@ -142,6 +230,49 @@ def write_plot_images(
     ax.set_title("Confusion matrix (test split)")
     fig.tight_layout()
     paths.append(folder / "confusion_matrix.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def _regression_images(
+    schema: FeatureSchema, evaluation: Evaluation, folder: Path, plt: Any
+) -> list[Path]:
+    y_true, values = evaluation.y_true, evaluation.outputs
+    assert evaluation.lows is not None
+    assert evaluation.highs is not None
+    name = schema.target.name
+    coverage = evaluation.metrics["interval_coverage"]
+    nominal = evaluation.metrics["interval_nominal"]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.errorbar(
+        y_true,
+        values,
+        yerr=[values - evaluation.lows, evaluation.highs - values],
+        fmt="o",
+        markersize=3,
+        elinewidth=0.6,
+        alpha=0.6,
+        label=f"interval: {coverage:.0%} of targets inside ({nominal:.0%} nominal)",
+    )
+    edges = [min(y_true.min(), values.min()), max(y_true.max(), values.max())]
+    ax.plot(edges, edges, color="black", linewidth=1, label="predicted = actual")
+    ax.set_xlabel(f"actual {name}")
+    ax.set_ylabel(f"predicted {name}")
+    ax.set_title("Predicted vs actual (test split)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    paths = [folder / "predicted_vs_actual.png"]
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(values, y_true - values, s=9, alpha=0.6)
+    ax.axhline(0, color="black", linewidth=1)
+    ax.set_xlabel(f"predicted {name}")
+    ax.set_ylabel("residual (actual - predicted)")
+    ax.set_title("Residuals (test split)")
+    fig.tight_layout()
+    paths.append(folder / "residuals.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
@@ -209,19 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     best = json.loads(args.best.read_text())
 
     result = train(schema, splits, params, best)
-    MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
-    result.booster.save_model(MODEL_PATH)
+    files_sha256 = write_model_files(result, args.prepared / "schema.json", BUNDLE_DIR)
     METRICS_PATH.write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
-    PLOTS_DIR.mkdir(exist_ok=True)
-    points = curve_points(schema, result.y_true, result.proba)
-    (PLOTS_DIR / "roc.json").write_text(json.dumps(points["roc"]) + "\n")
-    (PLOTS_DIR / "pr.json").write_text(json.dumps(points["pr"]) + "\n")
-    (PLOTS_DIR / "confusion.json").write_text(
-        json.dumps(confusion_rows(schema, result.y_true, result.proba)) + "\n"
-    )
+    write_plot_data(schema, result.evaluation, PLOTS_DIR)
 
     data_md5 = {s: md5_file(args.prepared / f"{s}.parquet") for s in ("train", "valid", "test")}
-    sha = sha256_file(MODEL_PATH)
+    sha = sha256_file(BUNDLE_DIR / MODEL_FILE)
     commit = git_commit()
     configure_mlflow(params.registry.experiment)
     with mlflow.start_run(run_name="train") as run, tempfile.TemporaryDirectory() as tmp:
@@ -244,19 +368,21 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
-        for path in write_plot_images(schema, result.y_true, result.proba, Path(tmp)):
+        for path in write_plot_images(schema, result.evaluation, Path(tmp)):
             mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_artifact(str(args.prepared / "schema.json"))
+        mlflow.log_artifact(str(BUNDLE_DIR / REFERENCE_FILE))  # the drift reference
         log_data_report(json.loads((args.prepared / "report.json").read_text()))
         example_path = Path(tmp) / "examples.json"
         example_path.write_text(json.dumps(examples(schema, splits["test"], params.seed)) + "\n")
         mlflow.log_artifact(str(example_path))
         mlflow.log_artifact(str(args.best))
-        info = log_pyfunc_model(MODEL_PATH, args.prepared / "schema.json", schema, splits["train"])
+        info = log_pyfunc_model(BUNDLE_DIR, schema, splits["train"])
         record = {
             "run_id": run.info.run_id,
             "model_uri": info.model_uri,
             "model_sha256": sha,
+            "files_sha256": files_sha256,
             "data_md5": data_md5,
             "git_commit": commit,
             "metrics": result.metrics,
@@ -266,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "test metrics %s; model %s (sha256 %s…); MLflow run %s",
         result.metrics,
-        MODEL_PATH,
+        BUNDLE_DIR / MODEL_FILE,
         sha[:12],
         run.info.run_id,
     )

@@ -70,6 +70,7 @@ def study_name(params: Params, data_md5: dict[str, str]) -> str:
             "seed": params.seed,
             "data": data_md5,
             "nthread": params.train.nthread,
+            "regression_objective": params.train.regression_objective,
         },
         sort_keys=True,
     )
@@ -105,8 +106,8 @@ def make_objective(
     from optuna_integration import XGBoostPruningCallback
 
     dtrain, dvalid = dmatrix(schema, train), dmatrix(schema, valid)
-    fixed = objective_params(schema, params.seed, params.train.nthread)
-    observed = f"valid-{eval_metric_name(schema)}"
+    fixed = objective_params(schema, params.seed, params.train)
+    observed = f"valid-{eval_metric_name(schema, params.train)}"
 
     def objective(trial: optuna.Trial) -> float:
         booster = fit(
@@ -393,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     elif done:
         log.info("resuming study %s: %d finished trial(s) kept", name, done)
     objective = logged(
-        make_objective(schema, train, valid, params), parent_run_id, name, eval_metric_name(schema)
+        make_objective(schema, train, valid, params),
+        parent_run_id,
+        name,
+        eval_metric_name(schema, params.train),
     )
     finished = optimize(study, objective, tune, progress)
     if finished < tune.n_trials:

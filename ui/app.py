@@ -22,11 +22,18 @@ import gradio as gr
 import pandas as pd
 
 from tabserve.errors import RequestValidationError
+from tabserve.monitor import Monitor
 from tabserve.predictor import Predictor
 from tabserve.validation import ROWS_FIELD, RequestValidator
 from ui.batch import REJECTED_COLUMNS, BatchError, read_csv, score_frame
 from ui.card import card_markdown
-from ui.charts import contribution_chart, empty_chart, importance_chart, probability_chart
+from ui.charts import (
+    contribution_chart,
+    empty_chart,
+    importance_chart,
+    probability_chart,
+    value_chart,
+)
 from ui.form import FormField, example_rows, form_fields, row_from_values, values_from_row
 
 logger = logging.getLogger("tabserve.ui")
@@ -78,6 +85,14 @@ def _request_scopes(request: gr.Request | None) -> tuple[str, ...]:
     return tuple(scopes) if isinstance(scopes, list | tuple) else ()
 
 
+def _request_id(request: gr.Request | None) -> str | None:
+    """The id the service gave this request (``X-Request-ID``), for the inference log."""
+    raw = getattr(request, "request", None) if request is not None else None
+    state = getattr(raw, "scope", {}).get("state", {}) if raw is not None else {}
+    found = state.get("request_id")
+    return str(found) if found is not None else None
+
+
 def _allows(scopes: Sequence[str], scope: str) -> bool:
     return scope in scopes or "admin" in scopes
 
@@ -108,13 +123,20 @@ class ScoredFiles:
         return folder / f"{safe}-scored.csv"
 
 
-def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILimits) -> gr.Blocks:
+def build_blocks(
+    predictor: Predictor,
+    validator: RequestValidator,
+    limits: UILimits,
+    monitor: Monitor | None = None,
+) -> gr.Blocks:
     """The whole UI for one loaded model.
 
     Args:
         predictor: the service's predictor (called in process).
         validator: the service's request validator (the API's rules and messages).
         limits: size and row limits of the batch tab.
+        monitor: the service's monitor: the UI's rows count in its metrics, drift window
+            and inference log like the API's, as ``source="ui"`` (None: not recorded).
     """
     schema = predictor.schema
     fields = form_fields(schema)
@@ -123,6 +145,10 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
     importance = predictor.global_importance()
     scored_files = ScoredFiles()
     classes = [str(c) for c in schema.target.classes]
+    target = schema.target
+    regression = target.is_regression
+    blank_title = f"Predicted {target.name}" if regression else "Class probabilities"
+    no_answer = f"### Predicted {target.name}: –" if regression else "### Predicted label: –"
 
     inputs: list[gr.Number | gr.Dropdown] = []  # filled when the form is laid out
 
@@ -132,37 +158,63 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
         try:
             clean = validator.validate({ROWS_FIELD: [row]})
         except RequestValidationError as error:
-            blank = empty_chart("Class probabilities", "fix the form to see a prediction")
-            return ("### Predicted label: –", _validation_message(error), blank, "", None)
-        answer = predictor.predict(clean)[0]
-        probabilities = answer["probabilities"]
-        label_md = f"### Predicted label: `{answer['label']}`"
-        raw = json.dumps({"label": answer["label"], "probabilities": probabilities})
+            blank = empty_chart(blank_title, "fix the form to see a prediction")
+            return (no_answer, _validation_message(error), blank, "", None)
+        matrix = predictor.matrix(clean)
+        answers = predictor.answers(matrix)
+        if monitor is not None:
+            monitor.observe("predict", matrix, answers, source="ui")
+            monitor.log_rows(
+                clean, answers, request_id=_request_id(request), endpoint="predict", source="ui"
+            )
+        answer = answers[0]
+        raw = json.dumps(answer)
+        if regression:
+            interval = answer["interval"]
+            headline = (
+                f"### Predicted {target.name}: `{answer['value']:.6g}`  \n"
+                f"{interval['coverage']:.0%} interval: {interval['low']:.6g} to "
+                f"{interval['high']:.6g}"
+            )
+            chart = value_chart(
+                answer["value"],
+                interval["low"],
+                interval["high"],
+                interval["coverage"],
+                target.quantiles,
+                target.name,
+            )
+        else:
+            headline = f"### Predicted label: `{answer['label']}`"
+            chart = probability_chart(answer["probabilities"], answer["label"])
         if _allows(_request_scopes(request), EXPLAIN_SCOPE):
             explained = predictor.explain(clean)[0]
             contrib = contribution_chart(
-                explained["contributions"], explained["explained_class"], explained["base_value"]
+                explained["contributions"],
+                explained.get("explained_class"),
+                explained["base_value"],
             )
         else:
             contrib = empty_chart(
                 "Why this prediction", f"your account lacks the {EXPLAIN_SCOPE!r} scope"
             )
-        return (label_md, "", probability_chart(probabilities, answer["label"]), raw, contrib)
+        return (headline, "", chart, raw, contrib)
 
     def random_example() -> tuple[Any, ...]:
         if not examples:
             return (*(gr.skip() for _ in fields), "No test examples ship with this model.")
         pick = random.choice(examples)  # a UI convenience, not security
-        note = f"Random example from the test split (true label: `{pick['label']}`)."
+        truth = "true value" if regression else "true label"
+        note = f"Random example from the test split ({truth}: `{pick['label']}`)."
         return (*values_from_row(schema, pick["row"]), note)
 
-    def score(upload: str | None) -> tuple[Any, ...]:
+    def score(upload: str | None, request: gr.Request) -> tuple[Any, ...]:
         if upload is None:
             return ("Upload a CSV file to score it.", None, _empty_rejected(), None)
         path = Path(upload)
         try:
             frame = read_csv(path.read_bytes(), limits.max_upload_bytes, limits.max_rows)
-            result = score_frame(frame, predictor, validator)
+            result = score_frame(frame, predictor, validator, monitor, _request_id(request))
         except BatchError as error:
             return (f"**Not scored.** {error}", None, _empty_rejected(), None)
         out = scored_files.new_path(path.stem)
@@ -186,10 +238,12 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
         delete_cache=(SCORED_FILE_TTL_S, SCORED_FILE_TTL_S),
     ) as blocks:
         with gr.Row(elem_id="ui-header"):
-            gr.Markdown(
-                f"## tabserve · `{card['tag']}` · {card['task']} "
-                f"({len(classes)} classes: {', '.join(f'`{c}`' for c in classes)})"
+            what = (
+                f"`{target.name}`, observed {target.min:.4g} to {target.max:.4g}"
+                if regression
+                else f"{len(classes)} classes: {', '.join(f'`{c}`' for c in classes)}"
             )
+            gr.Markdown(f"## tabserve · `{card['tag']}` · {card['task']} ({what})")
             gr.HTML('<a href="logout" id="ui-logout" class="logout">Log out</a>')
         with gr.Tabs():
             with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
@@ -211,10 +265,10 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
                                 for spec in fields[start : start + FIELDS_PER_ROW]:
                                     inputs.append(_component(spec))
                     with gr.Column(scale=2):
-                        label_out = gr.Markdown("### Predicted label: –", elem_id="ui-label")
+                        label_out = gr.Markdown(no_answer, elem_id="ui-label")
                         status_out = gr.Markdown("", elem_id="ui-status")
                         proba_plot = gr.Plot(
-                            label="Class probabilities", show_label=False, elem_id="ui-proba-chart"
+                            label=blank_title, show_label=False, elem_id="ui-proba-chart"
                         )
                         proba_raw = gr.Textbox(
                             label="Answer as JSON (exact values, as POST /predict returns)",
@@ -244,7 +298,12 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
                     f"(up to {limit_kb:,} KB and {limits.max_rows:,} rows). Every row is "
                     "checked like `POST /predict`; rows that fail are listed with the "
                     "reason and the others are scored. The scored CSV keeps your columns "
-                    "and adds `line`, `label` and one `proba_<class>` column per class."
+                    "and adds `line` and "
+                    + (
+                        "`prediction`, `low` and `high` (the prediction interval)."
+                        if regression
+                        else "`label` and one `proba_<class>` column per class."
+                    )
                 )
                 upload = gr.File(
                     label="CSV to score",
@@ -263,7 +322,7 @@ def build_blocks(predictor: Predictor, validator: RequestValidator, limits: UILi
                     elem_id="ui-batch-errors",
                 )
                 preview = gr.Dataframe(
-                    value=pd.DataFrame(columns=["line", "label"]),
+                    value=pd.DataFrame(columns=["line", "prediction" if regression else "label"]),
                     label=f"Scored rows (first {PREVIEW_ROWS})",
                     interactive=False,
                     elem_id="ui-batch-preview",

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from tabserve.errors import RequestValidationError
+from tabserve.monitor import Monitor
 from tabserve.predictor import answer_columns
 from tabserve.schema import FeatureSchema, FeatureSpec
 from tabserve.validation import ROWS_FIELD, RequestValidator
@@ -29,8 +30,11 @@ class RowPredictor(Protocol):
 
     schema: FeatureSchema
 
-    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One ``{"label", "probabilities"}`` per row."""
+    def matrix(self, rows: list[dict[str, Any]]) -> Any:
+        """The encoded rows (see :meth:`tabserve.predictor.Predictor.matrix`)."""
+
+    def answers(self, matrix: Any) -> list[dict[str, Any]]:
+        """One answer per encoded row (see :meth:`tabserve.predictor.Predictor.answers`)."""
 
 
 class BatchError(ValueError):
@@ -113,9 +117,14 @@ def read_csv(data: bytes, max_bytes: int, max_rows: int) -> pd.DataFrame:
 
 
 def score_frame(
-    frame: pd.DataFrame, predictor: RowPredictor, validator: RequestValidator
+    frame: pd.DataFrame,
+    predictor: RowPredictor,
+    validator: RequestValidator,
+    monitor: Monitor | None = None,
+    request_id: str | None = None,
 ) -> BatchResult:
-    """Validate each row of a text frame (see :func:`read_csv`) and score the valid ones.
+    """Validate each row of a text frame (see :func:`read_csv`) and score the valid ones;
+    the scored rows are recorded by ``monitor`` as the UI's (``source="ui"``).
 
     Raises:
         BatchError: when a column the model requires is absent.
@@ -151,7 +160,14 @@ def score_frame(
     scored = frame.iloc[valid_index].copy()
     scored.insert(0, LINE_COLUMN, [i + 2 for i in valid_index])
     if valid_rows:
-        for name, values in answer_columns(predictor.predict(valid_rows)).items():
+        matrix = predictor.matrix(valid_rows)
+        answers = predictor.answers(matrix)
+        if monitor is not None:
+            monitor.observe("predict", matrix, answers, source="ui")
+            monitor.log_rows(
+                valid_rows, answers, request_id=request_id, endpoint="predict", source="ui"
+            )
+        for name, values in answer_columns(answers).items():
             # An uploaded column of the same name (the true label, say) is kept as it is.
             scored[f"predicted_{name}" if name in scored.columns else name] = values
     return BatchResult(

@@ -19,7 +19,14 @@ def card_markdown(card: dict[str, Any]) -> str:
     """Markdown of ``Predictor.card().as_dict()`` (what ``GET /model`` answers)."""
     lineage = card["lineage"]
     schema = card["schema"]
-    classes = ", ".join(_code(c) for c in schema["target"]["classes"])
+    target = schema["target"]
+    if card["task"] == "regression":
+        what = (
+            f"{_code(target['name'])}, observed [{target['min']:.4g}, {target['max']:.4g}], "
+            f"answers with a {card['interval_coverage']:.0%} prediction interval"
+        )
+    else:
+        what = f"{_code(target['name'])} in " + ", ".join(_code(c) for c in target["classes"])
     metrics = _table(
         [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in card["metrics"].items()],
         ("test metric", "value"),
@@ -28,7 +35,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     origin = _table(
         [
             ("model", f"{_code(card['tag'])} (version {_code(card['version'])})"),
-            ("task", f"{card['task']}: {_code(schema['target']['name'])} in {classes}"),
+            ("task", f"{card['task']}: {what}"),
             ("registry version", _code(lineage["registry_version"])),
             ("MLflow run", _code(lineage["mlflow_run_id"])),
             ("git commit", _code(lineage["git_commit"])),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import plotly.graph_objects as go
 
@@ -43,10 +44,50 @@ def probability_chart(probabilities: Mapping[str, float], label: object) -> go.F
     return _layout(fig, "Class probabilities", 300)
 
 
+def value_chart(
+    value: float, low: float, high: float, coverage: float, quantiles: Sequence[float], name: str
+) -> go.Figure:
+    """A regression answer against what training saw: the training target's distribution
+    (bars between its deciles, each holding a tenth of the rows), the prediction interval
+    as a band and the predicted value as a line."""
+    edges = sorted(set(quantiles))
+    fig = go.Figure()
+    if len(edges) >= 2:
+        share = 1.0 / (len(edges) - 1)
+        centers = [(a + b) / 2 for a, b in pairwise(edges)]
+        widths = [b - a for a, b in pairwise(edges)]
+        density = [share / w if w > 0 else 0.0 for w in widths]
+        fig.add_bar(
+            x=centers,
+            y=density,
+            width=widths,
+            marker_color=MUTED,
+            opacity=0.55,
+            hovertemplate="training rows between deciles<extra></extra>",
+            name="training target",
+        )
+    fig.add_vrect(
+        x0=low,
+        x1=high,
+        fillcolor=ACCENT,
+        opacity=0.18,
+        line_width=0,
+        annotation_text=f"{coverage:.0%} interval",
+        annotation_position="top right",
+    )
+    fig.add_vline(x=value, line_color=ACCENT, line_width=3)
+    fig.update_xaxes(title=name)
+    fig.update_yaxes(title="training density", showticklabels=False)
+    return _layout(fig, f"Predicted {name}: {value:.4g} [{low:.4g}, {high:.4g}]", 300)
+
+
 def contribution_chart(
     contributions: Mapping[str, float], explained_class: object, base_value: float
 ) -> go.Figure:
-    """This row's feature contributions (margin space), largest magnitude first."""
+    """This row's feature contributions (margin space), largest magnitude first.
+
+    ``explained_class`` None: a regression model's value (its contributions add up to it).
+    """
     ranked = sorted(contributions.items(), key=lambda kv: abs(kv[1]), reverse=True)
     shown = ranked[:MAX_BARS]
     rest = ranked[MAX_BARS:]
@@ -63,7 +104,11 @@ def contribution_chart(
             hovertemplate="%{y}: %{x:+.4f}<extra></extra>",
         )
     )
-    fig.update_xaxes(title=f"contribution to class {explained_class} (log-odds)")
+    fig.update_xaxes(
+        title="contribution to the predicted value"
+        if explained_class is None
+        else f"contribution to class {explained_class} (log-odds)"
+    )
     fig.update_yaxes(type="category", automargin=True)
     title = f"Why this prediction (base value {base_value:+.3f})"
     return _layout(fig, title, 120 + 24 * len(shown))

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tabserve.schema import FeatureSchema, FeatureSpec
+from tabserve.schema import FeatureSchema, FeatureSpec, category_text
 
 # Dropdowns cannot hold None; this choice stands for "missing" (nullable features only).
 MISSING_CHOICE = ""
@@ -109,16 +109,10 @@ def values_from_row(schema: FeatureSchema, row: Mapping[str, Any]) -> list[Any]:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             values.append(None if spec.kind == "numeric" else MISSING_CHOICE)
         elif spec.kind == "categorical":
-            values.append(_category_text(value))
+            values.append(category_text(value))
         else:
             values.append(value)
     return values
-
-
-def _category_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def example_rows(schema: FeatureSchema, examples: Sequence[Mapping[str, Any]]) -> list[dict]:

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from tabserve.auth import UI_PREFIX, is_ui_path
 from tabserve.errors import NotFoundError, NotReadyError
 from tabserve.heap import freeze_startup_heap
+from tabserve.monitor import Monitor
 from tabserve.predictor import Predictor
 from tabserve.settings import Settings
 from tabserve.validation import RequestValidator
@@ -49,6 +50,10 @@ class UIServingState(Protocol):
     @property
     def settings(self) -> Settings:
         """The worker's settings (limits)."""
+
+    @property
+    def monitor(self) -> Monitor:
+        """The service's monitor (the UI's rows count there too)."""
 
 
 class _PrefixRoute(BaseRoute):
@@ -82,7 +87,7 @@ def build_host(serving: UIServingState) -> Any:
 
     settings = serving.settings
     limits = UILimits(settings.ui_upload_limit_bytes, settings.ui_batch_max_rows)
-    blocks = build_blocks(serving.predictor, serving.validator, limits)
+    blocks = build_blocks(serving.predictor, serving.validator, limits, serving.monitor)
     blocks.queue(default_concurrency_limit=2)
     theme = gr.themes.Default(
         primary_hue="orange",

@@ -9,7 +9,6 @@ need the tracking server.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +20,12 @@ import pytest
 
 from load_tests.processes import free_port
 from tests.support import (
-    CHEAP_ARGON2,
     TestModel,
     cheap_hasher,
     import_test_model,
     rsa_keys,
     running_server,
+    server_env,
 )
 
 PASSWORD = "hardening suite password"
@@ -51,22 +50,6 @@ class Target:
 
     def auth(self, scopes: str = "predict,explain") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(scopes)}"}
-
-
-def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
-    """Environment of a server whose state lives under ``root``."""
-    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    return {
-        **base,
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TABSERVE_ENV": "development",
-        "TABSERVE_USERS_FILE": str(root / "users.json"),
-        "TABSERVE_LOCAL_DIR": str(root / "local"),
-        "TABSERVE_MODEL_TAG": model_tag,
-        **CHEAP_ARGON2,  # logins here are not about argon2's cost (the flood test's are)
-        **extra,
-    }
 
 
 def add_user(users_file: Path, name: str = "alice", scopes: str = "predict,explain") -> None:

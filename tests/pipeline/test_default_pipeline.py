@@ -29,7 +29,12 @@ def test_outputs_and_test_metrics(repo: Path) -> None:
     assert metrics["roc_auc"] > 0.95 and metrics["accuracy"] > 0.9
     for plot in ("roc", "pr", "confusion"):
         assert json.loads((repo / "plots" / f"{plot}.json").read_text())
-    assert (repo / "models" / "model.ubj").read_bytes()[:1] == b"{"  # UBJSON, not a pickle
+    assert (repo / "models" / "bundle" / "model.ubj").read_bytes()[:1] == b"{"  # UBJSON, no pickle
+    assert sorted(p.name for p in (repo / "models" / "bundle").iterdir()) == [
+        "model.ubj",
+        "reference.json",
+        "schema.json",
+    ]
     show = run(repo, "dvc", "metrics", "show", "--json")
     assert "roc_auc" in show.stdout
 

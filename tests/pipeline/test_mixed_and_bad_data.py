@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 from palmerpenguins import load_penguins
 
-from load_tests.processes import free_port, stop_group
+from load_tests.processes import free_port, running
 from tabserve.bundle import read_examples, read_schema, verify_bundle
 from tests.pipeline.conftest import (
     commit,
@@ -119,40 +118,18 @@ def test_mlflow_models_serve_answers_like_the_service(penguins) -> None:
     repo, _ = penguins
     port = free_port()
     env = pipeline_env(repo) | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns/mlflow.db'}"}
-    log = repo / "mlflow-serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "models",
-                "serve",
-                "-m",
-                "models:/tabserve@champion",
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=repo,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve"]
+    command += ["-m", "models:/tabserve@champion", "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with running(
+        command,
+        ready_url=f"{url}/ping",
+        log=repo / "mlflow-serve.log",
+        env=env,
+        cwd=repo,
+        timeout_s=120,
+    ):
         test = pd.read_parquet(repo / "data/prepared/test.parquet").drop(columns=["species"])
         records = test.astype(object).where(test.notna(), None).to_dict("records")
         response = httpx.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
@@ -160,8 +137,6 @@ def test_mlflow_models_serve_answers_like_the_service(penguins) -> None:
         served = pd.DataFrame(response.json()["predictions"])
         expected = _served_answers(repo, test).reset_index(drop=True)
         pd.testing.assert_frame_equal(served, expected, check_dtype=False)
-    finally:
-        stop_group(process, timeout=15)
 
 
 def test_leaks_are_refused_then_allowed_or_dropped_end_to_end(make_repo) -> None:

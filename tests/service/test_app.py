@@ -345,7 +345,7 @@ def test_unexpected_error_is_a_bare_500(
     def broken(rows: Any) -> Any:
         raise RuntimeError("secret internals /etc/passwd")
 
-    monkeypatch.setattr(instance.predictor, "explain", broken)
+    monkeypatch.setattr(instance.predictor, "explanations", broken)
     response = client.post("/explain", json={"rows": model.rows[:1]}, headers=auth(token()))
     assert_envelope(response, 500, "internal_error")
     assert "secret internals" not in response.text

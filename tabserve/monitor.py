@@ -1,0 +1,105 @@
+"""What the service records about every model call: metrics, drift and the inference log.
+
+One :class:`Monitor` per worker, shared by the API (``service.py``) and the UI, so rows
+scored in the browser count exactly like the API's (labelled ``source="ui"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tabserve.drift import DriftWindow, Reference
+from tabserve.inference_log import InferenceLog
+from tabserve.metrics import DriftMetrics, ServiceMetrics, drift_metrics
+from tabserve.settings import Settings
+
+logger = logging.getLogger("tabserve.monitor")
+
+
+class Monitor:
+    """Records model calls.
+
+    Args:
+        metrics: the service's metrics.
+        settings: the drift window and inference log settings.
+        reference: the model's drift reference (None: no drift gauges).
+        schema: the model's schema.
+        model_version: the version the inference log names.
+        clock: time source (seconds).
+    """
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        settings: Settings,
+        reference: Reference | None,
+        schema: Any,
+        model_version: str,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.settings = settings
+        self._clock = clock
+        self.window: DriftWindow | None = None
+        self.drift: DriftMetrics | None = None
+        if settings.drift_enabled and reference is not None:
+            self.window = DriftWindow(
+                reference, schema, settings.drift_window_rows, settings.drift_window_s, clock
+            )
+            self.drift = drift_metrics()
+        self.log: InferenceLog | None = None
+        if settings.inference_log_dir is not None:
+            self.log = InferenceLog(
+                settings.inference_log_dir,
+                settings.inference_log_max_bytes,
+                settings.inference_log_backups,
+                model_version,
+            )
+            logger.info("writing served rows to %s", self.log.path)
+        self._published = -float("inf")
+        self._lock = threading.Lock()
+
+    def observe(
+        self,
+        endpoint: str,
+        matrix: np.ndarray,
+        answers: Sequence[dict[str, Any]],
+        source: str = "api",
+    ) -> None:
+        """Count one model call and add its rows to the drift window (the gauges are
+        refreshed at most every ``drift_publish_interval_s``)."""
+        self.metrics.record(endpoint, answers, source)
+        if self.window is None or self.drift is None:
+            return
+        self.window.add(matrix, answers if endpoint == "predict" else None)
+        now = self._clock()
+        with self._lock:
+            due = now - self._published >= self.settings.drift_publish_interval_s
+            if due:
+                self._published = now
+        if due:
+            self.drift.publish(self.window.report(), self.settings.drift_min_rows)
+
+    def log_rows(
+        self,
+        rows: Sequence[dict[str, Any]],
+        answers: Sequence[dict[str, Any]],
+        *,
+        request_id: str | None,
+        endpoint: str,
+        source: str = "api",
+    ) -> None:
+        """Write answered rows to the inference log, when it is on."""
+        if self.log is not None:
+            self.log.write(rows, answers, request_id=request_id, endpoint=endpoint, source=source)
+
+    @property
+    def logging_rows(self) -> bool:
+        """Whether the inference log is on (the gateway keeps request bodies only then)."""
+        return self.log is not None
