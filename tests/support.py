@@ -55,10 +55,20 @@ TRACING_ON = (
 )
 
 
+# Set in the test process itself by what it imports in process (prometheus_client's
+# directory, tabserve.tracing's default), never to be inherited by a server it starts.
+PROCESS_ONLY = ("PROMETHEUS_MULTIPROC_DIR", "OTEL_SDK_DISABLED")
+
+
+def child_env() -> dict[str, str]:
+    """The test process's environment without what only applies to the process itself."""
+    return {k: v for k, v in os.environ.items() if k not in PROCESS_ONLY}
+
+
 def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
     """Environment of a ``bentoml serve`` whose state (BentoML home, users file, local
     folder) lives under ``root``, with cheap argon2 logins."""
-    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    base = child_env()
     return {
         **base,
         "BENTOML_HOME": str(root / "bentoml"),

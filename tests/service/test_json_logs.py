@@ -12,7 +12,6 @@ JSON object, and each answer's ``X-Request-ID`` must be on its log lines.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -25,7 +24,7 @@ import httpx
 import pytest
 
 from tests.service.conftest import TEST_PASSWORD
-from tests.support import TRACING_ON, serving
+from tests.support import TRACING_ON, child_env, serving
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +76,7 @@ def run(
     users = root / "users.json"  # a private copy: this test corrupts it
     shutil.copy(users_file, users)
     env = {
-        **os.environ,
+        **child_env(),
         **test_env,
         "TABSERVE_MODEL_TAG": "tabserve:v1",
         "TABSERVE_USERS_FILE": str(users),

@@ -11,7 +11,6 @@ configuration, tracing stays on and the ids are the spans' again.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from pathlib import Path
@@ -20,7 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import CHEAP_ARGON2, TRACING_ON, cheap_hasher, import_test_model, serving
+from tests.support import (
+    CHEAP_ARGON2,
+    TRACING_ON,
+    cheap_hasher,
+    child_env,
+    import_test_model,
+    serving,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +44,7 @@ def _environment(tmp_path: Path, **extra: str) -> tuple[dict[str, str], list[dic
     )
     users = tmp_path / "users.json"
     UserStore(users, hasher=cheap_hasher()).add("alice", "correct-horse-1", "predict")
-    base = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)}
+    base = child_env()
     for name in ("OTEL_SDK_DISABLED", "TABSERVE_ACCESS_LOG", "BENTOML_CONFIG_OPTIONS"):
         base.pop(name, None)
     env = {
