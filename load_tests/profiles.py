@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from load_tests.payloads import api_rows, write_rows
-from tabserve.bundle import Lineage, sha256_file, write_bundle
+from tabserve.bundle import MODEL_FILE, SCHEMA_FILE, Lineage, sha256_file, write_bundle
 from tabserve.schema import FeatureSchema, infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,15 +339,17 @@ def _log_mlflow_model(
     from tabserve.pyfunc import log_model
 
     tracking = f"sqlite:///{directory / 'mlflow.db'}"
-    model_file, schema_file = directory / "model.ubj", directory / "schema.json"
-    booster.save_model(str(model_file))
-    schema.save(schema_file)
+    # The registered model's artifact is a bundle folder, as `train` writes it.
+    bundle = directory / "bundle"
+    bundle.mkdir(exist_ok=True)
+    booster.save_model(str(bundle / MODEL_FILE))
+    schema.save(bundle / SCHEMA_FILE)
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking)
     try:
         experiment = mlflow.set_experiment(f"bench-{name}")
         with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-            info = log_model(model_file, schema_file, schema, train)
+            info = log_model(bundle, schema, train)
         return str(info.model_uri), tracking, run.info.run_id
     finally:
         mlflow.set_tracking_uri(previous or "")
