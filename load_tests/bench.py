@@ -17,7 +17,9 @@ Contenders (each started here, one process serving, then stopped), on every prof
 5. ``mlflow``    - ``mlflow models serve`` of the same model logged as the pipeline's pyfunc
    (no auth: it has none);
 6. ``constant``  - a trivial ASGI app answering a constant: the ceiling of this load
-   generator on this machine.
+   generator on this machine;
+7. ``drift-off`` - (1) with ``TABSERVE_DRIFT_ENABLED=false``, on the default profile only:
+   what the live drift window costs.
 
 Each contender runs every level of concurrent users; ``batched`` and ``unbatched`` then
 run one user right after the heaviest level ("after burst": does adaptive batching keep
@@ -84,7 +86,18 @@ LOCUSTFILE = REPO / "load_tests" / "locustfile.py"
 # Built profiles are cached here whatever --out says: building the heavy model takes a while.
 PROFILE_CACHE = REPO / "load_tests" / "results" / "profiles"
 BENCH_USER = "bench"
-CONTENDERS = ("batched", "unbatched", "fastapi", "fastapi-tabserve", "mlflow", "constant")
+CONTENDERS = (
+    "batched",
+    "unbatched",
+    "fastapi",
+    "fastapi-tabserve",
+    "mlflow",
+    "constant",
+    "drift-off",
+)
+# Run on these profiles only: the drift window's cost (issue 15: at most 5 % of
+# throughput) is measured once, on the default model, where it is the largest share.
+DEFAULT_PROFILE_ONLY = ("drift-off",)
 # The one-user run right after the heaviest level: the two the target compares.
 AFTER_BURST_CONTENDERS = ("batched", "unbatched")
 # Predictions only: two contenders (mlflow, constant) have no explanations, and the
@@ -98,7 +111,11 @@ LOW_LOAD_P50_SLACK_MS = 5
 # Issue 16's targets per profile: batched at least this many times each contender's
 # throughput (at the levels given), and the default profile's p99 at 32 users.
 RATIO_TARGETS: dict[str, list[tuple[str, float, tuple[int, ...]]]] = {
-    "default": [("fastapi", 1.3, (32,)), ("unbatched", 1.5, (32, 64))],
+    "default": [
+        ("fastapi", 1.3, (32,)),
+        ("unbatched", 1.5, (32, 64)),
+        ("drift-off", 0.95, (32,)),
+    ],
     "categorical": [("fastapi", 2.0, (32, 64))],
     "heavy": [("fastapi", 2.0, (32, 64)), ("unbatched", 3.0, (32, 64))],
 }
@@ -227,6 +244,13 @@ def contenders(port_of: dict[str, int], mlflow_model: str, workers: int = 1) -> 
             "constant",
             "constant ASGI app (load-generator ceiling)",
             [*uvi("load_tests.baselines.constant_app:app", "constant"), "--workers", str(workers)],
+        ),
+        Contender(
+            "drift-off",
+            "tabserve, adaptive batching, drift window off (what drift costs)",
+            serve("service:Tabserve", "drift-off"),
+            env={"TABSERVE_WORKERS": str(workers), "TABSERVE_DRIFT_ENABLED": "false"},
+            has_metrics=True,
         ),
     ]
 
@@ -1142,13 +1166,15 @@ def main(argv: list[str] | None = None) -> int:
     load_average = f"{os.getloadavg()[0]:.2f}"
     identity = model_identity(args.model_tag, bentoml_home)
     results: list[RunResult] = []
-    cont: list[Contender] = []
     for round_ in range(1, rounds + 1):
         for profile in profiles:
-            cont = [
-                c for c in contenders(ports, profile.mlflow_model, args.workers) if c.name in wanted
+            racing = [
+                c
+                for c in contenders(ports, profile.mlflow_model, args.workers)
+                if c.name in wanted
+                and (c.name not in DEFAULT_PROFILE_ONLY or profile.name == "default")
             ]
-            for contender in cont:
+            for contender in racing:
                 results += bench_contender(
                     contender,
                     profile,
@@ -1158,6 +1184,8 @@ def main(argv: list[str] | None = None) -> int:
                     locust_env(profile),
                     ports[contender.name],
                 )
+    # Every contender run, in report order (drift-off ran on one profile only).
+    cont = [c for c in contenders(ports, "", args.workers) if c.name in wanted]
     flood = None
     if run_flood:
         default = next(p for p in profiles if p.name == "default")
