@@ -171,7 +171,7 @@ rules-test: system-deps ## Check the Prometheus config and alert rules, run thei
 	python3 deploy/prometheus/prometheusrule.py --check
 
 .PHONY: lint
-lint: setup ## Ruff (lint + format check) and mypy on tabserve/, training/, ui/ and service.py
+lint: setup ## Ruff (lint + format check) and mypy on tabserve/, training/, ui/, load_tests/ and service.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

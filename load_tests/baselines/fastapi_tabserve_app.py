@@ -38,7 +38,7 @@ STATE: dict[str, Any] = {}
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load settings, users and the model once per process."""
     settings = load_settings()
     _ = settings.verification_key
