@@ -23,7 +23,10 @@ Contenders (each started here, one process serving, then stopped), on every prof
 
 Each contender runs every level of concurrent users; ``batched`` and ``unbatched`` then
 run one user right after the heaviest level ("after burst": does adaptive batching keep
-waiting once the load is gone?). ``--repeat N`` runs the whole round N times, contenders
+waiting once the load is gone?). On the ``heavy`` profile they also run the first level
+with single-row requests only (``SINGLE_ROWS``): a batch request of 10 to 100 rows
+already amortises its model call, so the mixed load bounds what batching can buy there.
+``--repeat N`` runs the whole round N times, contenders
 interleaved, so that every ratio is measured side by side N times; the report gives
 medians and the spread.
 
@@ -105,6 +108,13 @@ AFTER_BURST_CONTENDERS = ("batched", "unbatched")
 BENCH_MIX = "predict_one=4,predict_batch=1"
 TARGET_USERS = (32, 64)
 AFTER_BURST = "after burst"
+# On these profiles, batched and unbatched also run the first level with single-row
+# requests only: batching merges requests, and a batch request of 10 to 100 rows already
+# amortises its model call, so the mixed load bounds what batching can buy on a costly
+# model (see the README); single rows show what it buys where it should.
+SINGLE_ROWS = "single rows"
+SINGLE_ROW_MIX = "predict_one=1"
+SINGLE_ROW_PROFILES = ("heavy",)
 AFTER_BURST_SECONDS = 10
 FLOOD_P99_TARGET_MS = 250
 LOW_LOAD_P50_SLACK_MS = 5
@@ -151,7 +161,8 @@ class RunResult:
     users: int
     profile: str = "default"
     round: int = 1
-    phase: str = "load"  # or AFTER_BURST: one user right after the heaviest level
+    # or AFTER_BURST: one user right after the heaviest level; or SINGLE_ROWS
+    phase: str = "load"
     requests: int = 0
     failures: int = 0
     rps: float = 0.0
@@ -500,7 +511,7 @@ def run_level(
 ) -> RunResult:
     """One Locust run against a started contender; fills ``result``."""
     before = scraped(url) if contender.has_metrics else None
-    suffix = "_burst" if result.phase == AFTER_BURST else ""
+    suffix = {AFTER_BURST: "_burst", SINGLE_ROWS: "_single"}.get(result.phase, "")
     out = (
         RESULTS
         / "runs"
@@ -519,7 +530,11 @@ def run_level(
             seconds,
             warmup,
             out,
-            {**locust_env, "TABSERVE_LOAD_RESET_FILE": str(marker)},
+            {
+                **locust_env,
+                "TABSERVE_LOAD_RESET_FILE": str(marker),
+                **({"TABSERVE_LOAD_MIX": SINGLE_ROW_MIX} if result.phase == SINGLE_ROWS else {}),
+            },
             load.pins[1],
         )
     stats = Path(f"{out}_stats.csv")
@@ -535,7 +550,7 @@ def run_level(
         formed = after - before
         if formed.calls > 0:
             result.mean_batch_rows = formed.rows / formed.calls
-    label = f"{result.users:>3} users{' after burst' if suffix else ''}"
+    label = f"{result.users:>3} users{'' if result.phase == 'load' else ', ' + result.phase}"
     print(
         f"   {label}: {result.rps:7.1f} req/s  p50 {result.p50:5.0f} ms  "
         f"p95 {result.p95:5.0f} ms  p99 {result.p99:5.0f} ms  "
@@ -559,6 +574,8 @@ def bench_contender(
     runs = RESULTS / "runs"
     results: list[RunResult] = []
     levels = [(u, "load") for u in load.users_levels]
+    if profile.name in SINGLE_ROW_PROFILES and contender.name in AFTER_BURST_CONTENDERS:
+        levels.append((load.users_levels[0], SINGLE_ROWS))
     if load.after_burst and contender.name in AFTER_BURST_CONTENDERS:
         levels.append((1, AFTER_BURST))
     print(f">> {profile.name} / {contender.name}: {contender.title} (round {round_})", flush=True)
@@ -778,13 +795,18 @@ def runs_of(
 
 
 def ratio_spread(
-    results: list[RunResult], profile: str, users: int, other: str, mine: str = "batched"
+    results: list[RunResult],
+    profile: str,
+    users: int,
+    other: str,
+    mine: str = "batched",
+    phase: str = "load",
 ) -> Spread | None:
     """``mine ÷ other`` throughput per round (side by side), over the rounds."""
     values = []
     for round_ in sorted({r.round for r in results}):
-        a = [r for r in good(runs_of(results, profile, mine, users)) if r.round == round_]
-        b = [r for r in good(runs_of(results, profile, other, users)) if r.round == round_]
+        a = [r for r in good(runs_of(results, profile, mine, users, phase)) if r.round == round_]
+        b = [r for r in good(runs_of(results, profile, other, users, phase)) if r.round == round_]
         if a and b and b[0].rps > 0:
             values.append(a[0].rps / b[0].rps)
     return Spread.of(values)
@@ -839,6 +861,21 @@ def targets(results: list[RunResult], profile: str) -> list[Check]:
                     p99.text(" ms"),
                 )
             )
+    for users in sorted(
+        {r.users for r in results if (r.profile, r.phase) == (profile, SINGLE_ROWS)}
+    ):
+        spread = ratio_spread(results, profile, users, "unbatched", phase=SINGLE_ROWS)
+        wanted = max(
+            (w for o, w, _ in RATIO_TARGETS.get(profile, []) if o == "unbatched"), default=0
+        )
+        checks.append(
+            (
+                f"{users} users, single-row requests only: batched ≥ {wanted}× unbatched "
+                "throughput",
+                None if spread is None else spread.median >= wanted,
+                "n/a" if spread is None else spread.text("×", 2),
+            )
+        )
     batched = metric(runs_of(results, profile, "batched", 1, AFTER_BURST), "p50")
     unbatched = metric(runs_of(results, profile, "unbatched", 1, AFTER_BURST), "p50")
     if batched is not None and unbatched is not None:
@@ -867,9 +904,14 @@ def profile_lines(
             "within a round (contenders side by side), then over the rounds.",
             "",
         ]
-    cells = sorted({(r.users, r.phase) for r in mine}, key=lambda c: (c[1] != "load", c[0]))
+    order = {"load": 0, SINGLE_ROWS: 1, AFTER_BURST: 2}
+    cells = sorted({(r.users, r.phase) for r in mine}, key=lambda c: (order[c[1]], c[0]))
     for users, phase in cells:
-        title = f"{users} concurrent users" if phase == "load" else "1 user, right after the burst"
+        title = {
+            "load": f"{users} concurrent users",
+            SINGLE_ROWS: f"{users} concurrent users, single-row requests only",
+            AFTER_BURST: "1 user, right after the burst",
+        }[phase]
         lines += [
             f"### {title}",
             "",
@@ -887,7 +929,11 @@ def profile_lines(
             rps, p50, p95, p99 = (metric(runs, a) for a in ("rps", "p50", "p95", "p99"))
             cpu = metric([r for r in runs if r.cpu_ms_per_request], "cpu_ms_per_request")
             rows = metric([r for r in runs if r.mean_batch_rows], "mean_batch_rows")
-            rel = ratio_spread(results, profile.name, users, c.name) if phase == "load" else None
+            rel = (
+                ratio_spread(results, profile.name, users, c.name, phase=phase)
+                if phase != AFTER_BURST
+                else None
+            )
             cells_text = [
                 c.name,
                 rps.text() if rps else "",
