@@ -21,6 +21,10 @@ Contenders (each started here, one process serving, then stopped), on every prof
 7. ``drift-off`` - (1) with ``TABSERVE_DRIFT_ENABLED=false``, on the default profile only:
    what the live drift window costs.
 
+Two more run only when named in ``--only``, on the default profile: ``access-log-all``
+(``TABSERVE_ACCESS_LOG=all``) and ``tracing-on`` (``OTEL_SDK_DISABLED=false``, no
+exporter): what the production defaults save.
+
 Each contender runs every level of concurrent users; ``batched`` and ``unbatched`` then
 run one user right after the heaviest level ("after burst": does adaptive batching keep
 waiting once the load is gone?). On the ``heavy`` profile they also run the first level
@@ -98,9 +102,12 @@ CONTENDERS = (
     "constant",
     "drift-off",
 )
+# Only when named in --only (on the default profile): what the production defaults save,
+# BentoML's access line for every request and its (unexported) tracing spans.
+EXTRA_CONTENDERS = ("access-log-all", "tracing-on")
 # Run on these profiles only: the drift window's cost (issue 15: at most 5 % of
 # throughput) is measured once, on the default model, where it is the largest share.
-DEFAULT_PROFILE_ONLY = ("drift-off",)
+DEFAULT_PROFILE_ONLY = ("drift-off", *EXTRA_CONTENDERS)
 # The one-user run right after the heaviest level: the two the target compares.
 AFTER_BURST_CONTENDERS = ("batched", "unbatched")
 # Predictions only: two contenders (mlflow, constant) have no explanations, and the
@@ -261,6 +268,20 @@ def contenders(port_of: dict[str, int], mlflow_model: str, workers: int = 1) -> 
             "tabserve, adaptive batching, drift window off (what drift costs)",
             serve("service:Tabserve", "drift-off"),
             env={"TABSERVE_WORKERS": str(workers), "TABSERVE_DRIFT_ENABLED": "false"},
+            has_metrics=True,
+        ),
+        Contender(
+            "access-log-all",
+            "tabserve, adaptive batching, BentoML's access line for every request",
+            serve("service:Tabserve", "access-log-all"),
+            env={"TABSERVE_WORKERS": str(workers), "TABSERVE_ACCESS_LOG": "all"},
+            has_metrics=True,
+        ),
+        Contender(
+            "tracing-on",
+            "tabserve, adaptive batching, OpenTelemetry on without an exporter (BentoML's default)",
+            serve("service:Tabserve", "tracing-on"),
+            env={"TABSERVE_WORKERS": str(workers), "OTEL_SDK_DISABLED": "false"},
             has_metrics=True,
         ),
     ]
@@ -1205,7 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
         after_burst=not args.no_after_burst,
         py_spy=args.py_spy,
     )
-    ports = {name: free_port() for name in CONTENDERS}
+    ports = {name: free_port() for name in (*CONTENDERS, *EXTRA_CONTENDERS)}
     wanted = set(args.only.split(",")) if args.only else {*CONTENDERS, "flood"}
     run_flood = "flood" in wanted and "default" in wanted_profiles
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
