@@ -157,7 +157,7 @@ loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DUR
 	@echo ">> stats: $(LOAD_RESULTS)/loadtest_stats.csv, report: $(LOAD_RESULTS)/loadtest.html"
 
 .PHONY: bench
-bench: model ## Benchmark: 3 model profiles × tabserve (batched, unbatched) and 4 baselines, 3 rounds; a login flood → load_tests/results/report.md
+bench: model ## Benchmark (about an hour): 3 model profiles × tabserve (batched, unbatched) and 4 baselines, 3 rounds; a login flood → load_tests/results/report.md
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
 .PHONY: prometheus-rule
