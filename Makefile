@@ -18,7 +18,8 @@ SPAWN_RATE ?= 8
 DURATION ?= 60s
 SHAPE ?=
 LOAD_RESULTS := load_tests/results
-# make bench: extra arguments of `python -m load_tests.bench` (e.g. BENCH_ARGS=--quick).
+# make bench: extra arguments of `python -m load_tests.bench` (e.g. BENCH_ARGS=--quick,
+# BENCH_ARGS="--profiles heavy --repeat 1", BENCH_ARGS="--workers 2").
 BENCH_ARGS ?=
 
 VENV := $(CURDIR)/.venv
@@ -156,7 +157,7 @@ loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DUR
 	@echo ">> stats: $(LOAD_RESULTS)/loadtest_stats.csv, report: $(LOAD_RESULTS)/loadtest.html"
 
 .PHONY: bench
-bench: model ## Benchmark: tabserve and 4 baselines under the same Locust load, and a login flood → load_tests/results/report.md
+bench: model ## Benchmark (about an hour): 3 model profiles × tabserve (batched, unbatched) and 4 baselines, 3 rounds; a login flood → load_tests/results/report.md
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
 .PHONY: prometheus-rule
@@ -170,7 +171,7 @@ rules-test: system-deps ## Check the Prometheus config and alert rules, run thei
 	python3 deploy/prometheus/prometheusrule.py --check
 
 .PHONY: lint
-lint: setup ## Ruff (lint + format check) and mypy on tabserve/, training/, ui/ and service.py
+lint: setup ## Ruff (lint + format check) and mypy on tabserve/, training/, ui/, load_tests/ and service.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

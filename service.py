@@ -25,7 +25,12 @@ from tabserve import bentoml_fixes
 from tabserve.auth import AuthMiddleware
 from tabserve.bundle import BundleIntegrityError, read_reference
 from tabserve.errors import NotReadyError
-from tabserve.gateway import EnvelopeMiddleware, JsonBodyMiddleware, error_response
+from tabserve.gateway import (
+    EnvelopeMiddleware,
+    JsonBodyMiddleware,
+    ValidatedRows,
+    error_response,
+)
 from tabserve.heap import freeze_startup_heap
 from tabserve.logs import configure_logging
 from tabserve.metrics import ready_gauge, service_metrics
@@ -41,6 +46,7 @@ from tabserve.settings import (
     model_tag_from_env,
 )
 from tabserve.state import MEMORY_URL
+from tabserve.tracing import apply_tracing_default
 from tabserve.validation import RequestValidator
 from ui.mount import create_ui_app
 
@@ -48,8 +54,9 @@ logger = logging.getLogger("tabserve.service")
 # Read and checked on import, in every process of `bentoml serve`:
 # - BentoML sets up logging before it imports this module; switching the format here
 #   (TABSERVE_LOG_FORMAT) covers the supervisor's lines too, which no worker reaches;
-# - BentoML fixes the batching knobs and the workers in the decorators below
-#   (TABSERVE_BATCH_*, TABSERVE_WORKERS, TABSERVE_TRUSTED_PROXIES: env only);
+# - BentoML fixes the batching knobs, the workers and its access log in the decorators
+#   below (TABSERVE_BATCH_*, TABSERVE_WORKERS, TABSERVE_ACCESS_LOG,
+#   TABSERVE_TRUSTED_PROXIES: env only);
 # - BentoML's supervisor restarts a worker whose start-up fails, forever: an invalid
 #   setting or a missing, short, unreadable or invalid secret or users file must stop
 #   `bentoml serve` itself, with the fix in the message and no stack trace.
@@ -69,8 +76,10 @@ Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
 if (_replaced := SERVER.apply_trusted_proxies()) is not None:
     logger.warning(_replaced)
 # BentoML's request timeout keeps every finished request in memory for the whole
-# timeout; the fix must be in place before BentoML builds the app (tabserve/bentoml_fixes.py).
+# timeout, and its batching wait outlives the load; the fixes must be in place before
+# BentoML builds the app (tabserve/bentoml_fixes.py).
 bentoml_fixes.apply()
+bentoml_fixes.cap_batch_wait(BATCHING.batch_max_wait_ms)
 
 
 def serving_instance() -> Tabserve | None:
@@ -100,7 +109,12 @@ ui_app = create_ui_app(serving_instance)
 
 @bentoml.asgi_app(ui_app, path="/", name="ui")
 @bentoml.asgi_app(card_app, path="/")
-@bentoml.service(name="tabserve", traffic={"timeout": 60}, workers=SERVER.workers)
+@bentoml.service(
+    name="tabserve",
+    traffic={"timeout": 60},
+    workers=SERVER.workers,
+    logging={"access": {"enabled": SERVER.access_log == "all"}},
+)
 class Tabserve:
     """Predictions, explanations and the model card of the served champion."""
 
@@ -163,7 +177,7 @@ class Tabserve:
         max_batch_size=BATCHING.batch_max_size,
         max_latency_ms=BATCHING.batch_max_latency_ms,
     )
-    def predict(self, rows: list[dict[str, Any]]) -> Answers:
+    def predict(self, rows: ValidatedRows) -> Answers:
         """Per row (validated by the gateway): the label and class probabilities, or the
         value and its prediction interval."""
         matrix = self.predictor.matrix(rows)
@@ -172,7 +186,7 @@ class Tabserve:
         return answers
 
     @bentoml.api
-    def explain(self, rows: list[dict[str, Any]]) -> Answers:
+    def explain(self, rows: ValidatedRows) -> Answers:
         """Per row: the prediction, the base value and each feature's contribution."""
         matrix = self.predictor.matrix(rows)
         answers = self.predictor.explanations(matrix)
@@ -183,6 +197,9 @@ class Tabserve:
 # `@bentoml.service` turns the class into a bentoml Service (its `inner` is the class);
 # mypy does not apply class decorators, so the Service is named here for the type checker.
 SERVICE: bentoml.Service[Tabserve] = cast("bentoml.Service[Tabserve]", Tabserve)
+# BentoML creates its tracer when the worker builds the app: without an exporter, tracing
+# is switched off here, so that requests pay nothing for it (tabserve/tracing.py).
+logger.debug("%s", apply_tracing_default(SERVICE))
 # Outermost first: the envelope wraps auth, which wraps the JSON body checks; the docs
 # rewriter only touches /docs.json.
 SERVICE.add_asgi_middleware(EnvelopeMiddleware, state=serving_instance)

@@ -1,34 +1,59 @@
-"""``make bench``: the same Locust load against every contender, side by side, in one run.
+"""``make bench``: the same Locust load against every contender, on every model profile.
 
-Contenders (each started here, one process serving, then stopped):
+Profiles (``load_tests/profiles.py``): ``default`` (the pipeline's champion, 30 numeric
+features), ``categorical`` (20 features, 6 of them text, missing values) and ``heavy``
+(1,500 trees of depth 8, 10 classes); the last two are built by the benchmark itself from
+data that ships with scikit-learn, and cached.
+
+Contenders (each started here, one process serving, then stopped), on every profile:
 
 1. ``batched``   - this service (``bentoml serve service:Tabserve``), adaptive batching;
 2. ``unbatched`` - the same service, batching off (``baselines/unbatched_service.py``);
-3. ``fastapi``   - a plain FastAPI + uvicorn app with the same booster, JWT check and
-   validation (``load_tests/baselines/fastapi_app.py``);
-4. ``mlflow``    - ``mlflow models serve`` of the registered model (``models:/tabserve@champion``;
-   no auth: it has none);
-5. ``constant``  - a trivial ASGI app answering a constant: the ceiling of this load
-   generator on this machine.
+3. ``fastapi``   - a plain FastAPI + PyJWT + Pydantic app written independently of tabserve,
+   pandas frame into the booster (``load_tests/baselines/fastapi_app.py``);
+4. ``fastapi-tabserve`` - FastAPI + uvicorn doing tabserve's own per-request work (its
+   validator, JWT check and code-matrix encoding) without BentoML
+   (``load_tests/baselines/fastapi_tabserve_app.py``): what BentoML costs or buys;
+5. ``mlflow``    - ``mlflow models serve`` of the same model logged as the pipeline's pyfunc
+   (no auth: it has none);
+6. ``constant``  - a trivial ASGI app answering a constant: the ceiling of this load
+   generator on this machine;
+7. ``drift-off`` - (1) with ``TABSERVE_DRIFT_ENABLED=false``, on the default profile only:
+   what the live drift window costs.
 
-Then a **login flood** scenario (``flood``; ``load_tests/flood.py``): the batched service,
-with the production argon2 parameters, takes 400 wrong logins with random user names,
-80 at a time, while four clients send authenticated single-row predictions; the p99 of
-those predictions is reported beside the p99 of the same prediction load alone. The
-flood comes once from one client, then from 400 (``X-Forwarded-For`` through a trusted
-proxy), so that every login reaches argon2.
+Two more run only when named in ``--only``, on the default profile: ``access-log-all``
+(``TABSERVE_ACCESS_LOG=all``) and ``tracing-on`` (``OTEL_SDK_DISABLED=false``, no
+exporter): what the production defaults save.
 
-Every contender runs one worker process; the server is pinned to CPU 0 and Locust to
-CPU 1 (``taskset``) when the machine has two cores or more. For each number of
-concurrent users, Locust runs headless with zero think time (a closed loop at full
-speed); statistics are reset once every user has logged in and warmed up, so logins
-(argon2) are not measured. Results: ``load_tests/results/report.md``, Plotly charts
-``throughput.html`` and ``latency.html``, and per run Locust's CSV and HTML report.
+Each contender runs every level of concurrent users; ``batched`` and ``unbatched`` then
+run one user right after the heaviest level ("after burst": does adaptive batching keep
+waiting once the load is gone?). On the ``heavy`` profile they also run the first level
+with single-row requests only (``SINGLE_ROWS``): a batch request of 10 to 100 rows
+already amortises its model call, so the mixed load bounds what batching can buy there.
+``--repeat N`` runs the whole round N times, contenders
+interleaved, so that every ratio is measured side by side N times; the report gives
+medians and the spread.
+
+Then a **login flood** scenario (``flood``; ``load_tests/flood.py``) on the default
+profile: the batched service, with the production argon2 parameters, takes 400 wrong
+logins with random user names, 80 at a time, while four clients send authenticated
+single-row predictions; the p99 of those predictions is reported beside the p99 of the
+same prediction load alone. The flood comes once from one client, then from 400
+(``X-Forwarded-For`` through a trusted proxy), so that every login reaches argon2.
+
+Every contender runs one worker process (``--workers 2``: two, and nothing pinned); the
+server is pinned to CPU 0 and Locust to CPU 1 (``taskset``) when the machine has two
+cores or more. For each number of concurrent users, Locust runs headless with zero think
+time (a closed loop at full speed); statistics are reset once every user has logged in
+and warmed up, so logins (argon2) are not measured. Results:
+``load_tests/results/report.md``, Plotly charts ``throughput.html`` and ``latency.html``,
+and per run Locust's CSV and HTML report.
 
 This script is plain Python: Locust (gevent) only ever runs as a subprocess. ::
 
-    python -m load_tests.bench            # 16, 32, 64 users, 20 s each (about 8 min)
-    python -m load_tests.bench --quick    # 32 and 64 users, 8 s each
+    python -m load_tests.bench            # 3 profiles × 6 contenders, 32 and 64 users, 3 rounds
+    python -m load_tests.bench --quick    # 1 round, 32 users, 8 s per level
+    python -m load_tests.bench --profiles heavy --only batched,unbatched --users 32
 """
 
 from __future__ import annotations
@@ -43,6 +68,7 @@ import platform
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -56,18 +82,61 @@ import httpx
 
 from load_tests.payloads import bundle_dir, load_rows, write_rows
 from load_tests.processes import free_port, running
+from load_tests.profiles import BUILT_PROFILES, PROFILE_NAMES, BuiltProfile, build_profile
+from load_tests.profiles import default_profile as pipeline_profile
 from load_tests.scrape import Batches, batches
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "load_tests" / "results"
 LOCUSTFILE = REPO / "load_tests" / "locustfile.py"
+# Built profiles are cached here whatever --out says: building the heavy model takes a while.
+PROFILE_CACHE = REPO / "load_tests" / "results" / "profiles"
 BENCH_USER = "bench"
+CONTENDERS = (
+    "batched",
+    "unbatched",
+    "fastapi",
+    "fastapi-tabserve",
+    "mlflow",
+    "constant",
+    "drift-off",
+)
+# Only when named in --only (on the default profile): what the production defaults save,
+# BentoML's access line for every request and its (unexported) tracing spans.
+EXTRA_CONTENDERS = ("access-log-all", "tracing-on")
+# Run on these profiles only: the drift window's cost (issue 15: at most 5 % of
+# throughput) is measured once, on the default model, where it is the largest share.
+DEFAULT_PROFILE_ONLY = ("drift-off", *EXTRA_CONTENDERS)
+# The one-user run right after the heaviest level: the two the target compares.
+AFTER_BURST_CONTENDERS = ("batched", "unbatched")
 # Predictions only: two contenders (mlflow, constant) have no explanations, and the
 # same load must run against every contender.
 BENCH_MIX = "predict_one=4,predict_batch=1"
 TARGET_USERS = (32, 64)
+AFTER_BURST = "after burst"
+# On these profiles, batched and unbatched also run the first level with single-row
+# requests only: batching merges requests, and a batch request of 10 to 100 rows already
+# amortises its model call, so the mixed load bounds what batching can buy on a costly
+# model (see the README); single rows show what it buys where it should.
+SINGLE_ROWS = "single rows"
+SINGLE_ROW_MIX = "predict_one=1"
+SINGLE_ROW_PROFILES = ("heavy",)
+AFTER_BURST_SECONDS = 10
 FLOOD_P99_TARGET_MS = 250
+LOW_LOAD_P50_SLACK_MS = 5
+# Issue 16's targets per profile: batched at least this many times each contender's
+# throughput (at the levels given), and the default profile's p99 at 32 users.
+RATIO_TARGETS: dict[str, list[tuple[str, float, tuple[int, ...]]]] = {
+    "default": [
+        ("fastapi", 1.3, (32,)),
+        ("unbatched", 1.5, (32, 64)),
+        ("drift-off", 0.95, (32,)),
+    ],
+    "categorical": [("fastapi", 2.0, (32, 64))],
+    "heavy": [("fastapi", 2.0, (32, 64)), ("unbatched", 3.0, (32, 64))],
+}
+P99_TARGETS_MS = {"default": (32, 50.0)}
 # The bench user's hash is made with this cheap profile, and the servers are told to use
 # it (else their first login would re-hash it): logins are not what is measured. The
 # login flood drops it, to meet the production parameters.
@@ -93,10 +162,14 @@ class Contender:
 
 @dataclass
 class RunResult:
-    """One Locust run: a contender at a number of concurrent users."""
+    """One Locust run: a contender at a number of concurrent users, on one profile."""
 
     contender: str
     users: int
+    profile: str = "default"
+    round: int = 1
+    # or AFTER_BURST: one user right after the heaviest level; or SINGLE_ROWS
+    phase: str = "load"
     requests: int = 0
     failures: int = 0
     rps: float = 0.0
@@ -117,10 +190,12 @@ def scraped(url: str) -> Batches | None:
         return None
 
 
-def pinning() -> tuple[list[str], list[str], str]:
+def pinning(workers: int) -> tuple[list[str], list[str], str]:
     """``taskset`` prefixes for the server and for Locust, and a sentence saying which."""
     taskset = shutil.which("taskset")
     cores = os.cpu_count() or 1
+    if workers > 1:
+        return [], [], f"not pinned: {workers} workers per server and Locust share {cores} CPUs"
     if taskset is None:
         return [], [], "not pinned: `taskset` is not installed"
     if cores < 2:
@@ -132,8 +207,8 @@ def pinning() -> tuple[list[str], list[str], str]:
     )
 
 
-def contenders(port_of: dict[str, int], model_tag: str, mlflow_model: str) -> list[Contender]:
-    """The five contenders, in report order."""
+def contenders(port_of: dict[str, int], mlflow_model: str, workers: int = 1) -> list[Contender]:
+    """The contenders, in report order, each with ``workers`` worker processes."""
     bentoml, uvicorn, mlflow = str(BIN / "bentoml"), str(BIN / "uvicorn"), str(BIN / "mlflow")
 
     def serve(module: str, name: str) -> list[str]:
@@ -147,36 +222,38 @@ def contenders(port_of: dict[str, int], model_tag: str, mlflow_model: str) -> li
             "batched",
             "tabserve, adaptive batching",
             serve("service:Tabserve", "batched"),
+            env={"TABSERVE_WORKERS": str(workers)},
             has_metrics=True,
         ),
         Contender(
             "unbatched",
             "tabserve, batching off",
             serve("load_tests.baselines.unbatched_service:Tabserve", "unbatched"),
+            env={"TABSERVE_WORKERS": str(workers)},
             has_metrics=True,
         ),
         Contender(
             "fastapi",
-            "plain FastAPI + uvicorn",
-            [*uvi("load_tests.baselines.fastapi_app:app", "fastapi"), "--workers", "1"],
+            "plain FastAPI + PyJWT + Pydantic, pandas frame",
+            [
+                *uvi("load_tests.baselines.fastapi_app:create_app", "fastapi"),
+                *("--factory", "--workers", str(workers)),
+            ],
+        ),
+        Contender(
+            "fastapi-tabserve",
+            "FastAPI + uvicorn with tabserve's validation, JWT check and encoding",
+            [
+                *uvi("load_tests.baselines.fastapi_tabserve_app:app", "fastapi-tabserve"),
+                *("--workers", str(workers)),
+            ],
         ),
         Contender(
             "mlflow",
             "mlflow models serve (no auth)",
             [
-                mlflow,
-                "models",
-                "serve",
-                "-m",
-                mlflow_model,
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "-p",
-                str(port_of["mlflow"]),
-                "-w",
-                "1",
+                *(mlflow, "models", "serve", "-m", mlflow_model, "--env-manager", "local"),
+                *("--host", "127.0.0.1", "-p", str(port_of["mlflow"]), "-w", str(workers)),
             ],
             target="mlflow",
             ready_path="/ping",
@@ -184,7 +261,28 @@ def contenders(port_of: dict[str, int], model_tag: str, mlflow_model: str) -> li
         Contender(
             "constant",
             "constant ASGI app (load-generator ceiling)",
-            [*uvi("load_tests.baselines.constant_app:app", "constant"), "--workers", "1"],
+            [*uvi("load_tests.baselines.constant_app:app", "constant"), "--workers", str(workers)],
+        ),
+        Contender(
+            "drift-off",
+            "tabserve, adaptive batching, drift window off (what drift costs)",
+            serve("service:Tabserve", "drift-off"),
+            env={"TABSERVE_WORKERS": str(workers), "TABSERVE_DRIFT_ENABLED": "false"},
+            has_metrics=True,
+        ),
+        Contender(
+            "access-log-all",
+            "tabserve, adaptive batching, BentoML's access line for every request",
+            serve("service:Tabserve", "access-log-all"),
+            env={"TABSERVE_WORKERS": str(workers), "TABSERVE_ACCESS_LOG": "all"},
+            has_metrics=True,
+        ),
+        Contender(
+            "tracing-on",
+            "tabserve, adaptive batching, OpenTelemetry on without an exporter (BentoML's default)",
+            serve("service:Tabserve", "tracing-on"),
+            env={"TABSERVE_WORKERS": str(workers), "OTEL_SDK_DISABLED": "false"},
+            has_metrics=True,
         ),
     ]
 
@@ -410,77 +508,133 @@ def profile_summary(collapsed: Path, top: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_contender(
+@dataclass(frozen=True)
+class Load:
+    """How each contender is driven: levels, timings, pinning, py-spy."""
+
+    users_levels: list[int]
+    seconds: int
+    warmup: int
+    pins: tuple[list[str], list[str]]
+    after_burst: bool = True
+    py_spy: bool = False
+
+
+def run_level(
     contender: Contender,
-    users_levels: list[int],
+    process: subprocess.Popen[bytes],
+    url: str,
+    result: RunResult,
     seconds: int,
     warmup: int,
+    locust_env: dict[str, str],
+    load: Load,
+) -> RunResult:
+    """One Locust run against a started contender; fills ``result``."""
+    before = scraped(url) if contender.has_metrics else None
+    suffix = {AFTER_BURST: "_burst", SINGLE_ROWS: "_single"}.get(result.phase, "")
+    out = (
+        RESULTS
+        / "runs"
+        / (f"{result.profile}_{contender.name}_u{result.users}{suffix}_r{result.round}")
+    )
+    marker = out.with_suffix(".reset")
+    marker.unlink(missing_ok=True)
+    with (
+        CpuSampler(process.pid) as cpu,
+        profiled(process.pid, out.with_suffix(".collapsed"), load.py_spy, marker),
+    ):
+        done = run_locust(
+            contender,
+            url,
+            result.users,
+            seconds,
+            warmup,
+            out,
+            {
+                **locust_env,
+                "TABSERVE_LOAD_RESET_FILE": str(marker),
+                **({"TABSERVE_LOAD_MIX": SINGLE_ROW_MIX} if result.phase == SINGLE_ROWS else {}),
+            },
+            load.pins[1],
+        )
+    stats = Path(f"{out}_stats.csv")
+    if not stats.exists():
+        result.error = f"locust exited {done.returncode}: {done.stderr[-500:]}"
+    else:
+        read_stats(stats, result)
+        if marker.exists() and result.requests:
+            used = cpu.used_since(float(marker.read_text()))
+            result.cpu_ms_per_request = 1000 * used / result.requests
+    after = scraped(url) if before is not None else None
+    if before is not None and after is not None:
+        formed = after - before
+        if formed.calls > 0:
+            result.mean_batch_rows = formed.rows / formed.calls
+    label = f"{result.users:>3} users{'' if result.phase == 'load' else ', ' + result.phase}"
+    print(
+        f"   {label}: {result.rps:7.1f} req/s  p50 {result.p50:5.0f} ms  "
+        f"p95 {result.p95:5.0f} ms  p99 {result.p99:5.0f} ms  "
+        f"failures {result.failures}{'  ' + result.error if result.error else ''}",
+        flush=True,
+    )
+    return result
+
+
+def bench_contender(
+    contender: Contender,
+    profile: BuiltProfile,
+    round_: int,
+    load: Load,
     server_env: dict[str, str],
     locust_env: dict[str, str],
-    pins: tuple[list[str], list[str]],
     port: int,
-    profile: bool = False,
 ) -> list[RunResult]:
-    """Start one contender, run every user level against it, stop it."""
+    """Start one contender, run every user level (and one user after the burst), stop it."""
     url = f"http://127.0.0.1:{port}"
     runs = RESULTS / "runs"
     results: list[RunResult] = []
-    print(f">> {contender.name}: {contender.title}", flush=True)
+    levels = [(u, "load") for u in load.users_levels]
+    if profile.name in SINGLE_ROW_PROFILES and contender.name in AFTER_BURST_CONTENDERS:
+        levels.append((load.users_levels[0], SINGLE_ROWS))
+    if load.after_burst and contender.name in AFTER_BURST_CONTENDERS:
+        levels.append((1, AFTER_BURST))
+    print(f">> {profile.name} / {contender.name}: {contender.title} (round {round_})", flush=True)
     try:
         with running(
-            [*pins[0], *contender.command],
+            [*load.pins[0], *contender.command],
             ready_url=url + contender.ready_path,
-            log=runs / f"{contender.name}.server.log",
+            log=runs / f"{profile.name}_{contender.name}_r{round_}.server.log",
             env={**server_env, **contender.env},
             cwd=REPO,
             name=contender.name,
             timeout_s=180,
             stop_timeout_s=20,
         ) as process:
-            for users in users_levels:
-                result = RunResult(contender.name, users)
-                before = scraped(url) if contender.has_metrics else None
-                out = runs / f"{contender.name}_u{users}"
-                marker = out.with_suffix(".reset")
-                marker.unlink(missing_ok=True)
-                profile_out = out.with_suffix(".collapsed")
-                with (
-                    CpuSampler(process.pid) as cpu,
-                    profiled(process.pid, profile_out, profile, marker),
-                ):
-                    done = run_locust(
+            for users, phase in levels:
+                burst = phase == AFTER_BURST
+                result = RunResult(contender.name, users, profile.name, round_, phase)
+                results.append(
+                    run_level(
                         contender,
+                        process,
                         url,
-                        users,
-                        seconds,
-                        warmup,
-                        out,
-                        {**locust_env, "TABSERVE_LOAD_RESET_FILE": str(marker)},
-                        pins[1],
+                        result,
+                        min(load.seconds, AFTER_BURST_SECONDS) if burst else load.seconds,
+                        # right after the burst: the first second is what is asked about
+                        0 if burst else load.warmup,
+                        locust_env,
+                        load,
                     )
-                stats = Path(f"{out}_stats.csv")
-                if not stats.exists():
-                    result.error = f"locust exited {done.returncode}: {done.stderr[-500:]}"
-                else:
-                    read_stats(stats, result)
-                    if marker.exists() and result.requests:
-                        used = cpu.used_since(float(marker.read_text()))
-                        result.cpu_ms_per_request = 1000 * used / result.requests
-                after = scraped(url) if before is not None else None
-                if before is not None and after is not None:
-                    formed = after - before
-                    if formed.calls > 0:
-                        result.mean_batch_rows = formed.rows / formed.calls
-                print(
-                    f"   {users:>3} users: {result.rps:7.1f} req/s  p50 {result.p50:5.0f} ms  "
-                    f"p95 {result.p95:5.0f} ms  p99 {result.p99:5.0f} ms  "
-                    f"failures {result.failures}{'  ' + result.error if result.error else ''}",
-                    flush=True,
                 )
-                results.append(result)
     except RuntimeError as exc:
         print(f"   {contender.name} failed: {exc}", flush=True)
-        results.extend(RunResult(contender.name, u, error=str(exc)[:300]) for u in users_levels)
+        done = {(r.users, r.phase) for r in results}
+        results.extend(
+            RunResult(contender.name, u, profile.name, round_, phase, error=str(exc)[:300])
+            for u, phase in levels
+            if (u, phase) not in done
+        )
     return results
 
 
@@ -499,7 +653,16 @@ def bench_login_flood(
     out = runs / "flood.json"
     print(">> flood: 400 wrong logins at 80 concurrency, predictions alongside", flush=True)
     try:
-        with running(contender, env, pins[0], runs / "flood.server.log", url):
+        with running(
+            [*pins[0], *contender.command],
+            ready_url=url + contender.ready_path,
+            log=runs / "flood.server.log",
+            env={**env, **contender.env},
+            cwd=REPO,
+            name=contender.name,
+            timeout_s=180,
+            stop_timeout_s=20,
+        ):
             done = subprocess.run(
                 [
                     *pins[1],
@@ -606,88 +769,282 @@ def model_identity(model_tag: str, bentoml_home: Path) -> dict[str, str]:
     return identity
 
 
-# ---- report --------------------------------------------------------------------
+# ---- aggregation over rounds ---------------------------------------------------------
 def ratio(a: float, b: float) -> str:
     """``a / b`` as ``1.23×``, or n/a."""
     return f"{a / b:.2f}×" if b > 0 and a > 0 else "n/a"
 
 
-def targets(results: list[RunResult]) -> list[tuple[str, bool | None, str]]:
-    """The issue's targets at 32 and 64 users: (description, met?, measured)."""
-    by = {(r.contender, r.users): r for r in results}
-    checks: list[tuple[str, bool | None, str]] = []
-    for users in TARGET_USERS:
-        batched, unbatched, plain = (
-            by.get((c, users)) for c in ("batched", "unbatched", "fastapi")
-        )
-        if batched is None:
-            continue
-        failed = {c: r.failures for (c, u), r in by.items() if u == users and c != "constant"}
+@dataclass(frozen=True)
+class Spread:
+    """The median and range of one number over the rounds."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread | None:
+        """None when there is no value."""
+        if not values:
+            return None
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def text(self, unit: str = "", digits: int = 0) -> str:
+        """``1.23× (1.10-1.31)``: the median, and the range when there are several rounds."""
+        middle = f"{self.median:,.{digits}f}{unit}"
+        if self.n < 2:
+            return middle
+        return f"{middle} ({self.low:,.{digits}f}–{self.high:,.{digits}f})"
+
+
+def good(results: list[RunResult]) -> list[RunResult]:
+    """Runs that produced numbers."""
+    return [r for r in results if not r.error and r.requests > 0]
+
+
+def runs_of(
+    results: list[RunResult], profile: str, contender: str, users: int, phase: str = "load"
+) -> list[RunResult]:
+    """The runs of one cell of the report, over every round."""
+    return [
+        r
+        for r in results
+        if (r.profile, r.contender, r.users, r.phase) == (profile, contender, users, phase)
+    ]
+
+
+def ratio_spread(
+    results: list[RunResult],
+    profile: str,
+    users: int,
+    other: str,
+    mine: str = "batched",
+    phase: str = "load",
+) -> Spread | None:
+    """``mine ÷ other`` throughput per round (side by side), over the rounds."""
+    values = []
+    for round_ in sorted({r.round for r in results}):
+        a = [r for r in good(runs_of(results, profile, mine, users, phase)) if r.round == round_]
+        b = [r for r in good(runs_of(results, profile, other, users, phase)) if r.round == round_]
+        if a and b and b[0].rps > 0:
+            values.append(a[0].rps / b[0].rps)
+    return Spread.of(values)
+
+
+def metric(results: list[RunResult], attr: str) -> Spread | None:
+    """The spread of one attribute of some runs."""
+    return Spread.of([float(getattr(r, attr)) for r in good(results)])
+
+
+# ---- targets -------------------------------------------------------------------------
+Check = tuple[str, bool | None, str]
+
+
+def targets(results: list[RunResult], profile: str) -> list[Check]:
+    """Issue 16's targets on one profile: (description, met?, measured)."""
+    checks: list[Check] = []
+    levels = sorted({r.users for r in results if r.profile == profile and r.phase == "load"})
+    for users in (u for u in TARGET_USERS if u in levels):
+        cells = [r for r in results if (r.profile, r.users, r.phase) == (profile, users, "load")]
+        failed: dict[str, int] = {}
+        for r in cells:
+            if r.contender != "constant":
+                failed[r.contender] = failed.get(r.contender, 0) + r.failures
+        errors = sorted({r.contender for r in cells if r.error})
         checks.append(
             (
-                f"{users} users: zero failed requests (tabserve and baselines)",
-                all(v == 0 for v in failed.values()) and not batched.error,
-                ", ".join(f"{c} {v}" for c, v in failed.items()),
+                f"{users} users: zero failed requests (every contender, every round)",
+                not errors and all(v == 0 for v in failed.values()),
+                ", ".join(f"{c} {v}" for c, v in failed.items())
+                + (f"; errors: {', '.join(errors)}" if errors else ""),
             )
         )
-        if unbatched is not None:
+    for other, wanted, at in RATIO_TARGETS.get(profile, []):
+        for users in (u for u in at if u in levels):
+            spread = ratio_spread(results, profile, users, other)
             checks.append(
                 (
-                    f"{users} users: batched ≥ 1.5× unbatched throughput",
-                    batched.rps >= 1.5 * unbatched.rps if unbatched.rps else None,
-                    ratio(batched.rps, unbatched.rps),
+                    f"{users} users: batched ≥ {wanted}× {other} throughput",
+                    None if spread is None else spread.median >= wanted,
+                    "n/a" if spread is None else spread.text("×", 2),
                 )
             )
-        if plain is not None:
+    if profile in P99_TARGETS_MS:
+        users, limit = P99_TARGETS_MS[profile]
+        p99 = metric(runs_of(results, profile, "batched", users), "p99")
+        if p99 is not None:
             checks.append(
                 (
-                    f"{users} users: batched ≥ plain FastAPI throughput (1 process each)",
-                    batched.rps >= plain.rps if plain.rps else None,
-                    ratio(batched.rps, plain.rps),
+                    f"{users} users: batched p99 ≤ {limit:.0f} ms",
+                    p99.median <= limit,
+                    p99.text(" ms"),
                 )
             )
-        if users == 32:
-            checks.append(
-                ("32 users: batched p99 < 100 ms", batched.p99 < 100, f"{batched.p99:.0f} ms")
+    for users in sorted(
+        {r.users for r in results if (r.profile, r.phase) == (profile, SINGLE_ROWS)}
+    ):
+        spread = ratio_spread(results, profile, users, "unbatched", phase=SINGLE_ROWS)
+        wanted = max(
+            (w for o, w, _ in RATIO_TARGETS.get(profile, []) if o == "unbatched"), default=0
+        )
+        checks.append(
+            (
+                f"{users} users, single-row requests only: batched ≥ {wanted}× unbatched "
+                "throughput",
+                None if spread is None else spread.median >= wanted,
+                "n/a" if spread is None else spread.text("×", 2),
             )
+        )
+    batched = metric(runs_of(results, profile, "batched", 1, AFTER_BURST), "p50")
+    unbatched = metric(runs_of(results, profile, "unbatched", 1, AFTER_BURST), "p50")
+    if batched is not None and unbatched is not None:
+        checks.append(
+            (
+                f"1 user right after the burst: batched p50 ≤ unbatched p50 + "
+                f"{LOW_LOAD_P50_SLACK_MS} ms",
+                batched.median <= unbatched.median + LOW_LOAD_P50_SLACK_MS,
+                f"batched {batched.text(' ms', 1)}, unbatched {unbatched.text(' ms', 1)}",
+            )
+        )
     return checks
 
 
-def write_charts(results: list[RunResult], titles: dict[str, str]) -> list[Path]:
-    """Plotly charts: throughput and p50/p95/p99 latency against concurrent users."""
+# ---- report --------------------------------------------------------------------------
+def profile_lines(
+    results: list[RunResult], profile: BuiltProfile, cont: list[Contender]
+) -> list[str]:
+    """The report's section on one profile: a table per level, then its targets."""
+    mine = [r for r in results if r.profile == profile.name]
+    rounds = len({r.round for r in mine})
+    lines = [f"## Profile {profile.describe()}", ""]
+    if rounds > 1:
+        lines += [
+            f"Medians over {rounds} rounds, the range in parentheses; each ratio is taken "
+            "within a round (contenders side by side), then over the rounds.",
+            "",
+        ]
+    order = {"load": 0, SINGLE_ROWS: 1, AFTER_BURST: 2}
+    cells = sorted({(r.users, r.phase) for r in mine}, key=lambda c: (order[c[1]], c[0]))
+    for users, phase in cells:
+        title = {
+            "load": f"{users} concurrent users",
+            SINGLE_ROWS: f"{users} concurrent users, single-row requests only",
+            AFTER_BURST: "1 user, right after the burst",
+        }[phase]
+        lines += [
+            f"### {title}",
+            "",
+            "| contender | req/s | p50 ms | p95 ms | p99 ms | failures | server CPU ms/req "
+            "| rows per model call | batched ÷ this |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in cont:
+            runs = runs_of(results, profile.name, c.name, users, phase)
+            if not runs:
+                continue
+            if not good(runs):
+                lines.append(f"| {c.name} | error: {runs[0].error[:80]} | | | | | | | |")
+                continue
+            rps, p50, p95, p99 = (metric(runs, a) for a in ("rps", "p50", "p95", "p99"))
+            cpu = metric([r for r in runs if r.cpu_ms_per_request], "cpu_ms_per_request")
+            rows = metric([r for r in runs if r.mean_batch_rows], "mean_batch_rows")
+            rel = (
+                ratio_spread(results, profile.name, users, c.name, phase=phase)
+                if phase != AFTER_BURST
+                else None
+            )
+            cells_text = [
+                c.name,
+                rps.text() if rps else "",
+                p50.text(digits=1 if p50 and p50.median < 10 else 0) if p50 else "",
+                p95.text() if p95 else "",
+                p99.text() if p99 else "",
+                str(sum(r.failures for r in runs)),
+                cpu.text(digits=2) if cpu else "",
+                rows.text(digits=1) if rows else "",
+                rel.text("×", 2) if rel and c.name != "batched" else "",
+            ]
+            lines.append("| " + " | ".join(cells_text) + " |")
+        lines.append("")
+    checks = targets(results, profile.name)
+    if checks:
+        lines += [f"Targets ({profile.name}):", "", "| target | met | measured |", "|---|---|---|"]
+        for text, met, measured in checks:
+            mark = "yes" if met else ("n/a" if met is None else "**no**")
+            lines.append(f"| {text} | {mark} | {measured} |")
+        lines.append("")
+    return lines
+
+
+def write_charts(
+    results: list[RunResult], titles: dict[str, str], profiles: list[str]
+) -> list[Path]:
+    """Plotly charts per profile: throughput and p50/p95/p99 latency against users
+    (medians over the rounds)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     names = list(dict.fromkeys(r.contender for r in results))
-    throughput = go.Figure()
-    latency = make_subplots(rows=1, cols=3, subplot_titles=("p50", "p95", "p99"), shared_yaxes=True)
-    for name in names:
-        mine = sorted(
-            (r for r in results if r.contender == name and not r.error), key=lambda r: r.users
-        )
-        x = [r.users for r in mine]
-        throughput.add_trace(
-            go.Scatter(x=x, y=[r.rps for r in mine], mode="lines+markers", name=titles[name])
-        )
-        for col, attr in enumerate(("p50", "p95", "p99"), start=1):
-            latency.add_trace(
+    throughput = make_subplots(rows=1, cols=len(profiles), subplot_titles=profiles)
+    latency = make_subplots(
+        rows=len(profiles),
+        cols=3,
+        subplot_titles=[f"{p}: {q}" for p in profiles for q in ("p50", "p95", "p99")],
+    )
+    for row, profile in enumerate(profiles, start=1):
+        for name in names:
+            levels = sorted(
+                {
+                    r.users
+                    for r in results
+                    if (r.profile, r.contender, r.phase) == (profile, name, "load")
+                }
+            )
+            points = [(u, runs_of(results, profile, name, u)) for u in levels]
+            points = [(u, runs) for u, runs in points if good(runs)]
+            x = [u for u, _ in points]
+
+            def median(
+                attr: str, points: list[tuple[int, list[RunResult]]] = points
+            ) -> list[float]:
+                return [
+                    statistics.median(getattr(r, attr) for r in good(runs)) for _, runs in points
+                ]
+
+            throughput.add_trace(
                 go.Scatter(
                     x=x,
-                    y=[getattr(r, attr) for r in mine],
+                    y=median("rps"),
                     mode="lines+markers",
                     name=titles[name],
                     legendgroup=name,
-                    showlegend=col == 1,
+                    showlegend=row == 1,
                 ),
                 row=1,
-                col=col,
+                col=row,
             )
+            for col, attr in enumerate(("p50", "p95", "p99"), start=1):
+                latency.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=median(attr),
+                        mode="lines+markers",
+                        name=titles[name],
+                        legendgroup=name,
+                        showlegend=row == 1 and col == 1,
+                    ),
+                    row=row,
+                    col=col,
+                )
     throughput.update_layout(
-        title="Throughput against concurrent users (zero think time)",
-        xaxis_title="concurrent users",
-        yaxis_title="requests / s",
+        title="Throughput (requests/s) against concurrent users, per profile (zero think time)"
     )
-    latency.update_layout(title="Latency against concurrent users (ms)", yaxis_title="ms")
+    throughput.update_xaxes(title_text="concurrent users")
+    latency.update_layout(
+        title="Latency (ms) against concurrent users, per profile", height=320 * len(profiles)
+    )
     latency.update_xaxes(title_text="concurrent users")
     paths = [RESULTS / "throughput.html", RESULTS / "latency.html"]
     # One shared plotly.min.js next to the charts: they open offline.
@@ -699,21 +1056,23 @@ def write_charts(results: list[RunResult], titles: dict[str, str]) -> list[Path]
 def write_report(
     results: list[RunResult],
     cont: list[Contender],
+    profiles: list[BuiltProfile],
     meta: dict[str, Any],
     flood: dict[str, Any] | None = None,
 ) -> Path:
-    """``report.md``: the numbers, the ratios of (1) to each contender and the targets."""
-    by = {(r.contender, r.users): r for r in results}
-    levels = sorted({r.users for r in results})
+    """``report.md``: per profile the numbers, the ratios of (1) to each contender and the
+    targets; then the login flood."""
     lines = [
         "# tabserve benchmark",
         "",
-        f"Run {meta['started']} → {meta['finished']} on {meta['machine']}.",
+        f"Run {meta['started']} → {meta['finished']} on {meta['machine']}, "
+        f"{meta['rounds']} round(s).",
         f"Pinning: {meta['pinning']}. Load before the run (1-min load average): {meta['load']}.",
-        f"Model: {meta['model']}. Load: {meta['mix']}, batches of {meta['batch']} rows, "
-        f"zero think time, {meta['seconds']} s measured per level after {meta['warmup']} s "
-        "of warm-up (logins excluded). One worker process per contender. "
-        f"Server settings: {meta['server_env']}.",
+        f"Workers per contender: {meta['workers']}. Load: {meta['mix']}, batches of "
+        f"{meta['batch']} rows, zero think time, {meta['seconds']} s measured per level after "
+        f"{meta['warmup']} s of warm-up (logins excluded); then 1 user for "
+        f"{min(meta['seconds'], AFTER_BURST_SECONDS)} s right after the last level, with no "
+        f"warm-up. Server settings: {meta['server_env']}. Default model: {meta['model']}.",
         "",
         "Contenders: "
         + "; ".join(f"({i}) `{c.name}`: {c.title}" for i, c in enumerate(cont, 1))
@@ -721,41 +1080,20 @@ def write_report(
         "`mlflow` has no authentication (and no explanations); `constant` does no work.",
         "",
     ]
-    for users in levels:
-        lines += [
-            f"## {users} concurrent users",
-            "",
-            "| contender | req/s | p50 ms | p95 ms | p99 ms | failures "
-            "| server CPU ms/req | rows per model call | batched ÷ this |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        batched = by.get(("batched", users))
-        for c in cont:
-            r = by.get((c.name, users))
-            if r is None:
-                continue
-            if r.error:
-                lines.append(f"| {c.name} | error: {r.error[:80]} | | | | | | | |")
-                continue
-            cpu = f"{r.cpu_ms_per_request:.2f}" if r.cpu_ms_per_request is not None else ""
-            rows = f"{r.mean_batch_rows:.1f}" if r.mean_batch_rows is not None else ""
-            rel = ratio(batched.rps, r.rps) if batched and c.name != "batched" else ""
-            lines.append(
-                f"| {c.name} | {r.rps:.0f} | {r.p50:.0f} | {r.p95:.0f} | {r.p99:.0f} | "
-                f"{r.failures} | {cpu} | {rows} | {rel} |"
-            )
-        lines.append("")
+    for profile in profiles:
+        lines += profile_lines(results, profile, cont)
     if flood is not None:
         lines += flood_lines(flood)
-    lines += ["## Targets", "", "| target | met | measured |", "|---|---|---|"]
-    for text, met, measured in [*targets(results), *flood_targets(flood)]:
-        mark = "yes" if met else ("n/a" if met is None else "**no**")
-        lines.append(f"| {text} | {mark} | {measured} |")
+        lines += ["| target | met | measured |", "|---|---|---|"]
+        for text, met, measured in flood_targets(flood):
+            mark = "yes" if met else ("n/a" if met is None else "**no**")
+            lines.append(f"| {text} | {mark} | {measured} |")
+        lines.append("")
     lines += [
-        "",
         "Charts: [throughput](throughput.html), [latency](latency.html). Per run: Locust's "
-        "HTML report and CSV stats in `runs/` (`<contender>_u<users>.html`, `_stats.csv`), "
-        "server logs `runs/<contender>.server.log`. Raw numbers: `results.json`.",
+        "HTML report and CSV stats in `runs/` (`<profile>_<contender>_u<users>_r<round>.html`, "
+        "`_stats.csv`), server logs `runs/<profile>_<contender>_r<round>.server.log`. Raw "
+        "numbers: `results.json`.",
         "",
     ]
     path = RESULTS / "report.md"
@@ -766,12 +1104,28 @@ def write_report(
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the report."""
     parser = argparse.ArgumentParser(description="Benchmark tabserve against its baselines.")
-    parser.add_argument("--quick", action="store_true", help="32 and 64 users, 8 s each")
-    parser.add_argument("--users", default=None, help="comma-separated levels (16,32,64)")
+    parser.add_argument("--quick", action="store_true", help="one round, 32 users, 8 s per level")
+    parser.add_argument("--users", default=None, help="comma-separated levels (default 32,64)")
     parser.add_argument("--seconds", type=int, default=None, help="measured seconds per level")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per level")
     parser.add_argument(
+        "--repeat", type=int, default=None, help="rounds of every contender (default 3)"
+    )
+    parser.add_argument(
+        "--profiles",
+        default=",".join(PROFILE_NAMES),
+        help=f"comma-separated model profiles ({', '.join(PROFILE_NAMES)})",
+    )
+    parser.add_argument(
         "--only", default=None, help="comma-separated contender names (and/or flood)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes per contender (2: not pinned)"
+    )
+    parser.add_argument(
+        "--no-after-burst",
+        action="store_true",
+        help="skip the one-user run after the last level",
     )
     parser.add_argument(
         "--model-tag", default=os.environ.get("TABSERVE_MODEL_TAG", "tabserve:latest")
@@ -787,39 +1141,56 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument(
-        "--profile",
+        "--py-spy",
         action="store_true",
         help="sample each server with py-spy during its runs (runs/*.collapsed, *.top.txt)",
     )
     args = parser.parse_args(argv)
-    users_levels = [
-        int(u) for u in (args.users or ("32,64" if args.quick else "16,32,64")).split(",")
-    ]
-    seconds = args.seconds or (8 if args.quick else 20)
+    users_levels = [int(u) for u in (args.users or ("32" if args.quick else "32,64")).split(",")]
+    seconds = args.seconds or (8 if args.quick else 15)
+    rounds = args.repeat or (1 if args.quick else 3)
+    wanted_profiles = [p for p in args.profiles.split(",") if p]
+    unknown = sorted(set(wanted_profiles) - set(PROFILE_NAMES))
+    if unknown:
+        parser.error(f"unknown profile(s) {unknown}; known: {list(PROFILE_NAMES)}")
 
     global RESULTS
     if args.out is not None:
         RESULTS = args.out.resolve()
     bentoml_home = Path(os.environ.get("BENTOML_HOME", REPO / ".bentoml")).resolve()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}")
+    tracking = os.environ.setdefault(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
+    )
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     (RESULTS / "runs").mkdir(parents=True, exist_ok=True)
     workdir = RESULTS / "work"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir()
-    rows_file = write_rows(
-        load_rows(bundle_dir(bentoml_home, args.model_tag), REPO / "data/prepared/test.parquet"),
-        workdir / "rows.json",
-    )
+    profiles: list[BuiltProfile] = []
+    for name in wanted_profiles:
+        if name == "default":
+            rows_file = write_rows(
+                load_rows(
+                    bundle_dir(bentoml_home, args.model_tag),
+                    REPO / "data/prepared/test.parquet",
+                ),
+                workdir / "rows.json",
+            )
+            profiles.append(
+                pipeline_profile(
+                    bentoml_home, args.model_tag, rows_file, args.mlflow_model, tracking
+                )
+            )
+        elif name in BUILT_PROFILES:
+            profiles.append(build_profile(name, PROFILE_CACHE))
     auth = prepare_auth(workdir)
     base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    server_env = {
+    common_env = {
         **base,
         # `mlflow models serve` runs `uvicorn` from PATH.
         "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
-        "BENTOML_HOME": str(bentoml_home),
         "BENTOML_DO_NOT_TRACK": "True",
         "TABSERVE_ENV": "development",
-        "TABSERVE_MODEL_TAG": args.model_tag,
         "TABSERVE_JWT_SECRET": auth["TABSERVE_JWT_SECRET"],
         "TABSERVE_USERS_FILE": auth["TABSERVE_USERS_FILE"],
         "TABSERVE_LOCAL_DIR": auth["TABSERVE_LOCAL_DIR"],
@@ -827,47 +1198,68 @@ def main(argv: list[str] | None = None) -> int:
         **CHEAP_ARGON2,
         **dict(item.split("=", 1) for item in args.server_env),
     }
-    locust_env = {
-        **base,
-        "TABSERVE_LOAD_ROWS": str(rows_file),
-        "TABSERVE_LOAD_USER": BENCH_USER,
-        "TABSERVE_LOAD_PASSWORD": auth["TABSERVE_LOAD_PASSWORD"],
-        "TABSERVE_LOAD_MIX": BENCH_MIX,
-        "TABSERVE_LOAD_BATCH": args.batch,
-    }
-    server_pin, locust_pin, pin_text = pinning()
-    names = ["batched", "unbatched", "fastapi", "mlflow", "constant"]
-    ports = {name: free_port() for name in names}
-    cont = contenders(ports, args.model_tag, args.mlflow_model)
-    batched = cont[0]
-    run_flood = True
-    if args.only:
-        wanted = set(args.only.split(","))
-        cont = [c for c in cont if c.name in wanted]
-        run_flood = "flood" in wanted
+
+    def server_env(profile: BuiltProfile) -> dict[str, str]:
+        return {
+            **common_env,
+            "BENTOML_HOME": profile.bentoml_home,
+            "TABSERVE_MODEL_TAG": profile.model_tag,
+            "MLFLOW_TRACKING_URI": profile.mlflow_tracking_uri,
+        }
+
+    def locust_env(profile: BuiltProfile) -> dict[str, str]:
+        return {
+            **base,
+            "TABSERVE_LOAD_ROWS": profile.rows_file,
+            "TABSERVE_LOAD_USER": BENCH_USER,
+            "TABSERVE_LOAD_PASSWORD": auth["TABSERVE_LOAD_PASSWORD"],
+            "TABSERVE_LOAD_MIX": BENCH_MIX,
+            "TABSERVE_LOAD_BATCH": args.batch,
+        }
+
+    server_pin, locust_pin, pin_text = pinning(args.workers)
+    load = Load(
+        users_levels,
+        seconds,
+        args.warmup,
+        (server_pin, locust_pin),
+        after_burst=not args.no_after_burst,
+        py_spy=args.py_spy,
+    )
+    ports = {name: free_port() for name in (*CONTENDERS, *EXTRA_CONTENDERS)}
+    wanted = set(args.only.split(",")) if args.only else {*CONTENDERS, "flood"}
+    run_flood = "flood" in wanted and "default" in wanted_profiles
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = f"{os.getloadavg()[0]:.2f}"
+    load_average = f"{os.getloadavg()[0]:.2f}"
     identity = model_identity(args.model_tag, bentoml_home)
     results: list[RunResult] = []
-    for contender in cont:
-        results += bench_contender(
-            contender,
-            users_levels,
-            seconds,
-            args.warmup,
-            server_env,
-            locust_env,
-            (server_pin, locust_pin),
-            ports[contender.name],
-            profile=args.profile,
+    for round_ in range(1, rounds + 1):
+        for profile in profiles:
+            racing = [
+                c
+                for c in contenders(ports, profile.mlflow_model, args.workers)
+                if c.name in wanted
+                and (c.name not in DEFAULT_PROFILE_ONLY or profile.name == "default")
+            ]
+            for contender in racing:
+                results += bench_contender(
+                    contender,
+                    profile,
+                    round_,
+                    load,
+                    server_env(profile),
+                    locust_env(profile),
+                    ports[contender.name],
+                )
+    # Every contender run, in report order (drift-off ran on one profile only).
+    cont = [c for c in contenders(ports, "", args.workers) if c.name in wanted]
+    flood = None
+    if run_flood:
+        default = next(p for p in profiles if p.name == "default")
+        batched = contenders(ports, default.mlflow_model, args.workers)[0]
+        flood = bench_login_flood(
+            batched, server_env(default), locust_env(default), load.pins, ports["batched"]
         )
-    flood = (
-        bench_login_flood(
-            batched, server_env, locust_env, (server_pin, locust_pin), ports["batched"]
-        )
-        if run_flood
-        else None
-    )
     meta = {
         "started": started,
         "finished": dt.datetime.now(dt.UTC).strftime("%H:%M UTC"),
@@ -875,22 +1267,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         ),
         "pinning": pin_text,
-        "load": load,
+        "load": load_average,
         "model": ", ".join(f"{k} {v}" for k, v in identity.items()),
         "mix": BENCH_MIX,
         "batch": args.batch,
         "seconds": seconds,
         "warmup": args.warmup,
+        "rounds": rounds,
+        "workers": args.workers,
         "server_env": " ".join(args.server_env) or "defaults",
     }
     (RESULTS / "results.json").write_text(
         json.dumps(
-            {"meta": meta, "results": [asdict(r) for r in results], "login_flood": flood},
+            {
+                "meta": meta,
+                "profiles": [asdict(p) for p in profiles],
+                "results": [asdict(r) for r in results],
+                "login_flood": flood,
+            },
             indent=2,
         )
     )
-    write_charts(results, {c.name: c.title for c in cont})
-    report = write_report(results, cont, meta, flood)
+    if good(results):
+        write_charts(results, {c.name: c.title for c in cont}, [p.name for p in profiles])
+    report = write_report(results, cont, profiles, meta, flood)
     print(f"\n{report.read_text()}")
     return 0
 

@@ -104,7 +104,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=60) as client:
 
         async def predicting(during: Any) -> tuple[list[Any], Any]:
-            stop, samples = asyncio.Event(), []
+            stop = asyncio.Event()
+            samples: list[Any] = []
             tasks = [
                 asyncio.create_task(_predictions(client, rows, stop, samples))
                 for _ in range(args.predictors)

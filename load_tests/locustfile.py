@@ -193,7 +193,11 @@ class TabserveUser(FastHttpUser):
 
     def _post(self, path: str, body: bytes, name: str, retry: bool = True) -> None:
         with self.client.post(
-            path, data=body, headers=self.headers, name=name, catch_response=True
+            path,
+            data=body,  # type: ignore[arg-type]  # bytes go through as is; the stub says str
+            headers=self.headers,
+            name=name,
+            catch_response=True,
         ) as response:
             if response.status_code == 401 and self._login_needed() and retry:
                 response.success()  # an expired token: log in again, then retry once

@@ -1,4 +1,7 @@
-"""A fix for BentoML's request timeout, which keeps every request alive for its duration.
+"""Fixes for BentoML: a request timeout that keeps every request alive for its duration,
+and an adaptive-batching wait that outlives the load it was learned from.
+
+**The request timeout.**
 
 BentoML wraps every service in ``bentoml._internal.server.http.traffic.TimeoutMiddleware``
 (it cannot be switched off: ``traffic.timeout`` must be positive). Up to at least
@@ -15,6 +18,19 @@ collections grew to 250 ms and stalled the event loop, putting p95/p99 latency a
 ``timeout``) instead of BentoML's own body. ``tests/unit/test_bentoml_fixes.py``
 checks that finished requests leave no timer behind, and fails if BentoML changes the
 method this replaces (then check whether the fix is still needed).
+
+**The batching wait.** BentoML's ``CorkDispatcher`` (up to at least 1.4.39) holds a lone
+request back while the mean time that past batches waited, ``Optimizer.wait`` (the last
+50 batches, refreshed at most every 5 s), says more requests could join it. That mean
+counts the time requests queued behind the batch in progress, so under load it grows to
+about one model call (10 to 40 ms here); once the load is gone, each lone request is
+held back for nearly that long, the batch it forms records about as long a wait, and the
+learned wait decays by 5 % per refresh: minutes of 25 to 45 ms answers where the
+unbatched service answers in 1 to 5 ms (``make bench``, "1 user right after the burst").
+:func:`cap_batch_wait` bounds that learned wait (``TABSERVE_BATCH_MAX_WAIT_MS``); under
+load, requests that arrive while a batch runs still form the next batch, since BentoML
+runs one batch at a time per worker. The same test module checks the bound and fails if
+BentoML changes ``Optimizer.trigger_refresh``.
 """
 
 from __future__ import annotations
@@ -29,8 +45,9 @@ from tabserve.errors import RequestTimeoutError, envelope_bytes
 
 logger = logging.getLogger("tabserve.bentoml_fixes")
 
-# sha256 of the source of the method replaced here (BentoML 1.4.39), to notice upstream changes.
+# sha256 of the source of the methods replaced here (BentoML 1.4.39), to notice upstream changes.
 REPLACED_SOURCE_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
+REFRESH_SOURCE_SHA256 = "f87e72c1c3570482c3d4fde5a26eecdbefe1467b48e21176f3ded1c954fbfde1"
 
 
 async def _timeout_call(self: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -86,3 +103,31 @@ def apply() -> bool:
     TimeoutMiddleware.__call__ = _timeout_call  # type: ignore[method-assign,assignment]
     logger.debug("installed the fixed BentoML TimeoutMiddleware.__call__")
     return True
+
+
+def cap_batch_wait(max_wait_ms: float) -> None:
+    """Bound the wait BentoML's dispatcher learns to ``max_wait_ms`` (see the module doc).
+
+    Wraps ``Optimizer.trigger_refresh``, where the learned wait is computed; calling
+    this again only changes the bound. Must run before the first batch is refreshed
+    (``service.py`` calls it when imported).
+    """
+    from bentoml._internal.marshal.dispatcher import Optimizer
+
+    global _max_wait_s
+    _max_wait_s = max(0.0, max_wait_ms / 1000.0)
+    if getattr(Optimizer.trigger_refresh, "_tabserve_capped", False):
+        return
+    original = Optimizer.trigger_refresh
+
+    def trigger_refresh(self: Any) -> None:
+        original(self)
+        self.wait = min(self.wait, _max_wait_s)
+
+    trigger_refresh._tabserve_capped = True  # type: ignore[attr-defined]
+    Optimizer._tabserve_original_refresh = original  # type: ignore[attr-defined]
+    Optimizer.trigger_refresh = trigger_refresh  # type: ignore[method-assign]
+    logger.debug("capped BentoML's learned batching wait at %.1f ms", max_wait_ms)
+
+
+_max_wait_s = 0.0

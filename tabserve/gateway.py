@@ -10,11 +10,14 @@ envelope → :class:`tabserve.auth.AuthMiddleware` → JSON body →
   :class:`~tabserve.errors.ServiceError` into the envelope, and rewrites error
   bodies produced elsewhere (router 404/405, BentoML's own 4xx/5xx) into it. An
   unexpected exception is logged with its stack trace and answered with a bare
-  500 envelope.
+  500 envelope. Every error answer is logged once, with its request id (4xx as
+  info, 5xx as warnings), so that BentoML's per-request access log can stay off
+  (``TABSERVE_ACCESS_LOG=errors``, the default) without losing a failed request.
 - :class:`JsonBodyMiddleware` guards the JSON APIs (``/predict``, ``/explain``):
   content type (415), JSON syntax (400), row count (413) and the schema (422),
   so that a bad request never reaches the adaptive batch it would otherwise fail.
-  The validated, normalised body is replayed to BentoML.
+  The body is parsed once: the validated rows reach the API through
+  :data:`ValidatedRows`, not through a second parse by BentoML.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+from pydantic import ValidatorFunctionWrapHandler, WrapValidator
 
 from tabserve import logs
 from tabserve.errors import (
@@ -37,7 +43,7 @@ from tabserve.errors import (
     is_envelope,
 )
 from tabserve.settings import Settings
-from tabserve.validation import ROWS_FIELD, RequestValidator
+from tabserve.validation import RequestValidator
 
 if TYPE_CHECKING:
     from tabserve.monitor import Monitor
@@ -73,6 +79,34 @@ class ServingState(Protocol):
 StateProvider = Callable[[], "ServingState | None"]
 
 
+# The body is parsed once: JsonBodyMiddleware validates it into rows, hands them to the
+# API's parameter (ValidatedRows) through this context variable, and replays a stand-in
+# body that BentoML parses in no time.
+_validated_rows: ContextVar[list[dict[str, Any]] | None] = ContextVar(
+    "tabserve_validated_rows", default=None
+)
+HANDED_OFF_BODY = b'{"rows":[]}'
+
+
+def _handed_off(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    rows = _validated_rows.get()
+    if rows is not None and value == []:
+        return rows
+    return handler(value)
+
+
+ValidatedRows = Annotated[list[dict[str, Any]], WrapValidator(_handed_off)]
+"""The type of the prediction APIs' ``rows``: the rows the gateway validated.
+
+BentoML parses each request body into the API's input model. For ``/predict`` and
+``/explain`` the :class:`JsonBodyMiddleware` has already parsed and validated the body
+into rows (one pydantic-core pass, :meth:`RequestValidator.validated_rows`); it replays
+``{"rows":[]}`` to BentoML, and this validator gives BentoML's model those rows instead of
+the empty list, in the same request's context. Anything else (no rows handed off, say a
+direct call) is validated as a plain list of objects.
+"""
+
+
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
@@ -81,11 +115,10 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 def _request_id() -> str:
-    """BentoML's id of the current request (shared with its log lines), else a new one."""
+    """BentoML's id of the current request (shared with its log lines); with tracing off,
+    a fresh one, made BentoML's too (:func:`tabserve.logs.assign_request_id`)."""
     try:
-        current = logs.request_id()
-        if current is not None:
-            return current
+        return logs.assign_request_id()
     except Exception:  # the id is best effort; never fail a request over it
         logger.debug("no BentoML request id", exc_info=True)
     return uuid.uuid4().hex[:16]
@@ -228,6 +261,15 @@ class EnvelopeMiddleware:
         status = int(start["status"])
         if is_envelope(body):
             data = json.loads(body)
+            error_text = data["error"]
+            logger.log(
+                logging.WARNING if status >= 500 else logging.INFO,
+                "answering %d %s: %s [request_id=%s]",
+                status,
+                error_text.get("code"),
+                error_text.get("message"),
+                request_id,
+            )
             data["error"].setdefault("request_id", request_id)
             body = json.dumps(data).encode("utf-8")
             headers = [
@@ -240,7 +282,8 @@ class EnvelopeMiddleware:
         error = error_for_status(status)
         if status == 503:
             error = NotReadyError("the service is not ready or is overloaded; retry shortly")
-        logger.info(
+        logger.log(
+            logging.WARNING if status >= 500 else logging.INFO,
             "answering %d %s [request_id=%s] (rewrote a non-envelope error body)",
             status,
             error.code,
@@ -262,7 +305,8 @@ class EnvelopeMiddleware:
 
     @staticmethod
     def _log(scope: dict[str, Any], request_id: str, error: ServiceError) -> None:
-        logger.info(
+        logger.log(
+            logging.WARNING if error.status >= 500 else logging.INFO,
             "%s %s -> %d %s: %s [request_id=%s]",
             scope.get("method"),
             scope.get("path"),
@@ -312,9 +356,9 @@ class JsonBodyMiddleware:
         if serving is None:
             raise NotReadyError("the model is not loaded yet")
         body = await _read_body(receive)
-        clean = serving.validator.normalized_body(body)
+        rows = serving.validator.validated_rows(body)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length",)] + [
-            (b"content-length", str(len(clean)).encode())
+            (b"content-length", str(len(HANDED_OFF_BODY)).encode())
         ]
         replayed = False
 
@@ -322,31 +366,35 @@ class JsonBodyMiddleware:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": clean, "more_body": False}
+                return {"type": "http.request", "body": HANDED_OFF_BODY, "more_body": False}
             result: dict[str, Any] = await receive()  # only http.disconnect remains
             return result
 
-        if not serving.monitor.logging_rows:
-            await self.app({**scope, "headers": headers}, replay, send)
-            return
-        # The inference log: each request's own rows and answers, written once it was
-        # answered 200 (adaptive batching merges requests before the API function runs,
-        # so this is the one place that knows which rows and answers are whose).
-        status = 0
-        chunks: list[bytes] = []
+        token = _validated_rows.set(rows)
+        try:
+            if not serving.monitor.logging_rows:
+                await self.app({**scope, "headers": headers}, replay, send)
+                return
+            # The inference log: each request's own rows and answers, written once it was
+            # answered 200 (adaptive batching merges requests before the API function
+            # runs, so this is the one place that knows which rows and answers are whose).
+            status = 0
+            chunks: list[bytes] = []
 
-        async def keep(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            elif message["type"] == "http.response.body" and status == 200:
-                chunks.append(message.get("body", b""))
-            await send(message)
+            async def keep(message: dict[str, Any]) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                elif message["type"] == "http.response.body" and status == 200:
+                    chunks.append(message.get("body", b""))
+                await send(message)
 
-        await self.app({**scope, "headers": headers}, replay, keep)
+            await self.app({**scope, "headers": headers}, replay, keep)
+        finally:
+            _validated_rows.reset(token)
         if status == 200:
             serving.monitor.log_rows(
-                json.loads(clean)[ROWS_FIELD],
+                rows,
                 json.loads(b"".join(chunks)),
                 request_id=scope.get("state", {}).get("request_id"),
                 endpoint=scope["path"].strip("/"),

@@ -21,6 +21,7 @@ through logging too, so they come out as JSON lines as well.
 from __future__ import annotations
 
 import logging
+import random
 import sys
 import threading
 from types import TracebackType
@@ -43,11 +44,11 @@ def trace_ids() -> tuple[str | None, str | None]:
     from bentoml._internal.context import trace_context
 
     request, trace = trace_context.request_id, trace_context.trace_id
-    if request is None and not trace:
+    if not request and not trace:  # 0: the invalid span of a disabled tracer
         return None, None
     formats = BentoMLContainer.logging_formatting.get()
     return (
-        None if request is None else format(request, formats["span_id"]),
+        format(request, formats["span_id"]) if request else None,
         format(trace, formats["trace_id"]) if trace else None,
     )
 
@@ -56,6 +57,49 @@ def request_id() -> str | None:
     """BentoML's id of the current request (what its log lines and ``X-Request-ID``
     carry), or None outside a request."""
     return trace_ids()[0]
+
+
+def assign_request_id() -> str:
+    """Give the current request an id when tracing gave it none; return it.
+
+    BentoML takes a request's id from its OpenTelemetry span. With tracing off
+    (``OTEL_SDK_DISABLED=true``, the default without an exporter: see
+    :mod:`tabserve.tracing`) every span is the invalid one, whose id is 0, so every
+    request would share the id ``0000000000000000``. This sets 64 random bits (what
+    OpenTelemetry's own id generator draws) as BentoML's request id instead, in the
+    request's context: BentoML's response headers and log lines, the error envelope,
+    ``X-Request-ID`` and the JSON log lines then all carry the same id.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.context import trace_context
+
+    current = request_id()
+    if current is not None:
+        return current
+    value = random.getrandbits(64) or 1
+    trace_context.request_id = value
+    return format(value, BentoMLContainer.logging_formatting.get()["span_id"])
+
+
+class RequestIdInText(logging.Filter):
+    """Appends ``(request_id=...)`` to BentoML's text lines that carry no trace.
+
+    BentoML's text format ends each line of a traced request with its trace and span
+    ids; with tracing off that suffix is empty, and a line such as BentoML's own
+    "Exception on /predict" would name no request. This filter (after BentoML's on the
+    same handler) puts the request id there instead.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Fill an empty ``trace_msg`` with the request id; never drops a record."""
+        if getattr(record, "trace_msg", None) == "":
+            try:
+                current = request_id()
+            except Exception:  # an id is best effort: never lose the line over it
+                current = None
+            if current is not None and f"request_id={current}" not in record.getMessage():
+                record.trace_msg = f" (request_id={current})"
+        return True
 
 
 class TraceFields(logging.Filter):
@@ -126,9 +170,11 @@ def _log_uncaught_in_thread(args: Any) -> None:
 def configure_logging(log_format: LogFormat) -> int:
     """Apply ``log_format`` to the console handlers BentoML set up in this process.
 
-    ``text`` leaves BentoML's format as it is. ``json`` gives each console handler the
-    JSON formatter and the :class:`TraceFields` filter, and sends Python warnings and
-    uncaught exceptions (main and other threads) through logging. Idempotent. Without
+    ``text`` keeps BentoML's format, with the request id at the end of a line where
+    tracing (off by default) puts no trace ids (:class:`RequestIdInText`). ``json``
+    gives each console handler the JSON formatter and the :class:`TraceFields` filter,
+    and sends Python warnings and uncaught exceptions (main and other threads) through
+    logging. Idempotent. Without
     any console handler (not under ``bentoml serve``), a stderr handler on the root
     logger is added first, so JSON is still what comes out.
 
@@ -136,6 +182,9 @@ def configure_logging(log_format: LogFormat) -> int:
         The number of handlers that now write JSON (0 for ``text``).
     """
     if log_format == "text":
+        for handler in _console_handlers():
+            if not any(isinstance(f, RequestIdInText) for f in handler.filters):
+                handler.addFilter(RequestIdInText())
         return 0
     handlers = _console_handlers()
     if not handlers:

@@ -101,18 +101,26 @@ class BatchingSettings(BaseSettings):
     # BentoML cancels (503) a queued request whose estimated latency exceeds this
     # budget; a tight budget fails most requests under load, so it is generous.
     batch_max_latency_ms: int = Field(default=10_000, ge=10, le=600_000)
+    # The longest BentoML's dispatcher may hold a request back for others to join its
+    # batch when no batch is running (tabserve/bentoml_fixes.py: its learned wait
+    # otherwise outlives the load it was learned from).
+    batch_max_wait_ms: float = Field(default=1.0, ge=0, le=60_000)
 
 
 class ServerSettings(BaseSettings):
     """Process-level knobs read when ``service.py`` is imported (environment only).
 
-    BentoML fixes the number of workers in the ``@bentoml.service`` decorator, and
-    uvicorn reads its trusted proxies when each worker starts, right after importing
-    the service; so both are read at import, from the environment, with no other I/O.
+    BentoML fixes the number of workers and its access log in the ``@bentoml.service``
+    decorator, and uvicorn reads its trusted proxies when each worker starts, right
+    after importing the service; so these are read at import, from the environment,
+    with no other I/O.
 
     Attributes:
         workers: BentoML worker processes (an integer, or ``cpu_count``); each runs
             the model with one XGBoost thread.
+        access_log: ``errors`` (default): BentoML's access log off, and each 4xx/5xx
+            answer logged by tabserve's gateway with its request id; ``all``: BentoML's
+            access log line for every request as well.
         trusted_proxies: peers (addresses or CIDR networks) whose ``X-Forwarded-For``
             and ``X-Forwarded-Proto`` are believed; empty: nobody's, the socket peer
             is the client.
@@ -121,6 +129,9 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TABSERVE_", extra="ignore")
 
     workers: int | Literal["cpu_count"] = 1
+    # BentoML's access log, a line for every request (`all`), or only tabserve's line
+    # for each 4xx/5xx answer, with its request id (`errors`: cheaper, see the README).
+    access_log: Literal["errors", "all"] = "errors"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("workers")

@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
 from load_tests.processes import free_port, running, stop_group
-from tabserve.bundle import Lineage, sha256_file, write_bundle
+from load_tests.profiles import import_booster, train_booster
+from tabserve.bundle import Lineage
 from tabserve.schema import FeatureSchema, infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,10 +48,27 @@ CHEAP_ARGON2 = {
 }
 
 
+# Tracing on, as a user switches it on (BentoML 1.4 reads it per service), with BentoML's
+# in-memory test exporter: tabserve switches tracing off when no exporter is configured.
+TRACING_ON = (
+    "services.tabserve.tracing.exporter_type=in_memory services.tabserve.tracing.sample_rate=1.0"
+)
+
+
+# Set in the test process itself by what it imports in process (prometheus_client's
+# directory, tabserve.tracing's default), never to be inherited by a server it starts.
+PROCESS_ONLY = ("PROMETHEUS_MULTIPROC_DIR", "OTEL_SDK_DISABLED")
+
+
+def child_env() -> dict[str, str]:
+    """The test process's environment without what only applies to the process itself."""
+    return {k: v for k, v in os.environ.items() if k not in PROCESS_ONLY}
+
+
 def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
     """Environment of a ``bentoml serve`` whose state (BentoML home, users file, local
     folder) lives under ``root``, with cheap argon2 logins."""
-    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    base = child_env()
     return {
         **base,
         "BENTOML_HOME": str(root / "bentoml"),
@@ -102,50 +119,27 @@ def import_test_model(
     objective: dict[str, Any],
     tag: str = "tabserve:v1",
 ) -> TestModel:
-    """Train a small model on ``frame`` and import it into the BentoML home ``home``.
+    """Train a small model on ``frame`` and import it into the BentoML home ``home``
+    (the benchmark's profiles are imported with the same functions), with its drift
+    reference.
 
     A regression objective (``reg:...``) also gets its interval model, calibrated on the
     same rows (``training.modeling.fit_interval``): a test bundle, not a good model.
     """
-    from bentoml import Tag
-    from bentoml._internal.models.model import ModelStore
-
-    from tabserve.bundle import INTERVAL_FILE, QUANTILES_FILE, REFERENCE_FILE
-
     regression = str(objective.get("objective", "")).startswith("reg:")
     schema = infer_schema(frame, target, task="regression" if regression else "classification")
-    features = frame.drop(columns=[target])
     params = {"max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0, **objective}
-    data = xgb.DMatrix(
-        schema.to_frame(features),
-        label=schema.encode_target(frame[target]),
-        enable_categorical=True,
-    )
-    booster = xgb.train(params, data, 20)
+    booster, schema = train_booster(frame, target, params, 20, schema)
+    features = frame.drop(columns=[target])
+    interval = None
+    if regression:
+        from training.modeling import dmatrix, fit_interval
+
+        data = dmatrix(schema, frame)
+        interval = fit_interval(params, data, data, 0.9, 20, 5)
     rows = json_ready(features)
     targets = frame[target].tolist()
     name, version = tag.split(":")
-    folder = home / f"{name}-{version}-files"
-    folder.mkdir(parents=True, exist_ok=True)
-    model_file = folder / "model.ubj"
-    booster.save_model(str(model_file))
-    extra: dict[str, Path] = {}
-    interval = None
-    if regression:
-        from training.modeling import fit_interval
-
-        interval = fit_interval(params, data, data, 0.9, 20, 5)
-        interval[0].save_model(str(folder / QUANTILES_FILE))
-        (folder / INTERVAL_FILE).write_text(interval[1].model_dump_json())
-        extra = {QUANTILES_FILE: folder / QUANTILES_FILE, INTERVAL_FILE: folder / INTERVAL_FILE}
-    # The drift reference, as `train` makes it (here the rows stand in for both splits).
-    from tabserve.drift import build_reference
-    from tabserve.predictor import Predictor
-
-    predictor = Predictor(booster, schema, None, version=version, interval=interval)
-    reference = build_reference(schema, schema.encode(features), predictor.predict(features))
-    (folder / REFERENCE_FILE).write_text(reference.model_dump_json())
-    extra[REFERENCE_FILE] = folder / REFERENCE_FILE
     lineage = Lineage(
         model_name=name,
         registry_version=version.lstrip("v"),
@@ -154,23 +148,13 @@ def import_test_model(
         git_commit="deadbeef",
         params=params,
         metrics={"rmse": 1.0} if regression else {"accuracy": 0.9},
-        model_sha256=sha256_file(model_file),
-        files_sha256={name: sha256_file(path) for name, path in extra.items()},
+        model_sha256="",  # filled in by import_booster
         created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC).isoformat(),
     )
     examples = [{**row, target: t} for row, t in zip(rows[:20], targets[:20], strict=True)]
-    import bentoml
-
-    store = ModelStore(str(home / "models"))
-    with bentoml.models.create(Tag(name, version), _model_store=store) as model:
-        write_bundle(
-            model.path,
-            model_file=model_file,
-            schema=schema,
-            lineage=lineage,
-            examples=examples,
-            extra_files=extra,
-        )
+    import_booster(
+        home, tag, booster, schema, lineage, examples, features=features, interval=interval
+    )
     return TestModel(tag, schema, rows, targets)
 
 

@@ -1,104 +1,200 @@
-"""Baseline: the plain FastAPI + uvicorn app a user would write instead of the service.
+"""Baseline: the plain FastAPI + PyJWT + Pydantic app a user would write instead of the service.
 
-Same booster (the bundle in the BentoML store, read without BentoML), same JWT check
-(:func:`tabserve.auth.verify_token`), same login (the users file, argon2) and the same
-schema validation (:class:`tabserve.validation.RequestValidator`); no batching, no error
-envelope, no metrics. Written the way a careful user would: ``async`` endpoints that
-call the booster directly (one request at a time per process, no thread hop) and
-``JSONResponse`` without ``jsonable_encoder``. ::
+Written independently of tabserve, as a typical app is: it imports nothing from this
+repository and reads only plain files, the model bundle (``model.ubj`` and
+``schema.json`` in the BentoML store, read without BentoML) and the users file (argon2
+hashes). It does what such apps do:
 
-    uvicorn load_tests.baselines.fastapi_app:app --workers 1 --port 3001
+- ``POST /auth/token``: OAuth2 password form, argon2-cffi's ``PasswordHasher.verify``,
+  an HS256 JWT signed with PyJWT;
+- ``POST /predict`` and ``POST /explain``: a bearer token checked with ``jwt.decode``
+  (algorithm, signature, expiry, issuer, audience), the body parsed by FastAPI into a
+  Pydantic model built from the schema (finite numbers, known categories, nullable
+  fields, no unknown field), the rows as a pandas frame with categorical dtypes, and
+  ``Booster.inplace_predict`` on it (``pred_contribs`` on a DMatrix of it to explain);
+- no batching, no error envelope, no metrics, no revocation or login throttle.
+
+Written the way a careful user would: ``async`` endpoints that call the booster
+directly (no thread hop), ``JSONResponse`` without ``jsonable_encoder``, one XGBoost
+thread per process. Configuration is read from the same environment the benchmark
+gives every contender (``BENTOML_HOME``, ``TABSERVE_MODEL_TAG``, ``TABSERVE_JWT_SECRET``,
+``TABSERVE_USERS_FILE``). ::
+
+    uvicorn load_tests.baselines.fastapi_app:create_app --factory --workers 1 --port 3001
 """
 
-from __future__ import annotations
-
+import json
+import math
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-import anyio.to_thread
-from fastapi import Depends, FastAPI, HTTPException, Request
+import jwt
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordRequestForm
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from load_tests.payloads import bundle_dir
-from tabserve.auth import Claims, issue_token, verify_token
-from tabserve.errors import ServiceError
-from tabserve.predictor import Predictor
-from tabserve.settings import load_settings
-from tabserve.users import UserStore
-from tabserve.validation import RequestValidator
-
-STATE: dict[str, Any] = {}
+ISSUER = "tabserve-fastapi-baseline"
+AUDIENCE = "predictions"
+TOKEN_TTL_S = 900
+MAX_ROWS = 1000
 
 
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    """Load settings, users and the model once per process."""
-    settings = load_settings()
-    _ = settings.verification_key
+def model_directory() -> Path:
+    """The model's folder in the BentoML store: ``$BENTOML_HOME/models/<name>/<version>``."""
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
-    directory = bundle_dir(home, settings.model_tag)
-    predictor = Predictor.from_bundle(directory, version=directory.name, tag=settings.model_tag)
-    STATE.update(
-        settings=settings,
-        users=UserStore(settings.resolved_users_file),
-        predictor=predictor,
-        validator=RequestValidator(predictor.schema, settings.max_rows),
+    name, _, version = os.environ.get("TABSERVE_MODEL_TAG", "tabserve:latest").partition(":")
+    if version in ("", "latest"):
+        version = (home / "models" / name / "latest").read_text().strip()
+    return home / "models" / name / version
+
+
+def request_model(features: list[dict[str, Any]]) -> type[BaseModel]:
+    """``{"rows": [Row, ...]}``, each row a model with one field per feature."""
+    fields: dict[str, Any] = {}
+    for i, feature in enumerate(features):
+        kind: Any
+        if feature["kind"] == "numeric":
+            kind = Annotated[float, Field(allow_inf_nan=False)]
+        else:
+            kind = Literal[tuple(feature["categories"])]
+        if feature["nullable"]:
+            fields[f"f{i}"] = (kind | None, Field(default=None, alias=feature["name"]))
+        else:
+            fields[f"f{i}"] = (kind, Field(alias=feature["name"]))
+    row = create_model("Row", __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        rows=(list[row], Field(min_length=1, max_length=MAX_ROWS)),  # type: ignore[valid-type]
     )
-    yield
 
 
-app = FastAPI(title="tabserve baseline (FastAPI)", lifespan=lifespan)
-bearer = HTTPBearer()
+def create_app() -> FastAPI:
+    """The app, with its model, schema and users loaded (``uvicorn --factory``)."""
+    directory = model_directory()
+    schema = json.loads((directory / "schema.json").read_text())
+    features = schema["features"]
+    names = [f["name"] for f in features]
+    categories = {f["name"]: f["categories"] for f in features if f["kind"] == "categorical"}
+    classes = schema["target"]["classes"]
+    keys = [str(c) for c in classes]
+    booster = xgb.Booster(model_file=str(directory / "model.ubj"))
+    booster.set_param({"nthread": 1})
+    secret = os.environ["TABSERVE_JWT_SECRET"]
+    users = json.loads(Path(os.environ["TABSERVE_USERS_FILE"]).read_text())["users"]
+    hasher = PasswordHasher()
+    bearer = HTTPBearer()
+    predict_request = request_model(features)
 
+    app = FastAPI(title="tabserve baseline (FastAPI)")
 
-def claims(credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)]) -> Claims:
-    """The verified claims of the bearer token (401 otherwise)."""
-    try:
-        return verify_token(STATE["settings"], credentials.credentials)
-    except ServiceError as error:
-        raise HTTPException(401, error.message) from None
+    def user(credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)]) -> dict:
+        try:
+            return dict(
+                jwt.decode(
+                    credentials.credentials,
+                    secret,
+                    algorithms=["HS256"],
+                    audience=AUDIENCE,
+                    issuer=ISSUER,
+                    options={"require": ["exp", "iat", "sub"]},
+                )
+            )
+        except jwt.InvalidTokenError:
+            raise HTTPException(401, "invalid token") from None
 
+    def frame(body: Any) -> pd.DataFrame:
+        data = pd.DataFrame([row.model_dump(by_alias=True) for row in body.rows], columns=names)
+        for name in names:
+            if name in categories:
+                data[name] = pd.Categorical(data[name], categories=categories[name])
+            elif data[name].dtype == object:  # every value missing: None, not NaN
+                data[name] = data[name].astype("float64")
+        return data
 
-def _rows(body: bytes) -> list[dict[str, Any]]:
-    try:
-        return STATE["validator"].validate_body(body)
-    except ServiceError as error:
-        raise HTTPException(error.status, error.message) from None
+    def probabilities(data: pd.DataFrame) -> np.ndarray:
+        raw = np.asarray(booster.inplace_predict(data))
+        return np.column_stack([1 - raw, raw]) if raw.ndim == 1 else raw
 
+    @app.post("/auth/token")
+    async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> JSONResponse:
+        record = users.get(form.username)
+        try:
+            if record is None:
+                raise VerificationError
+            hasher.verify(record["password_hash"], form.password)
+        except VerificationError:
+            raise HTTPException(401, "invalid credentials") from None
+        now = int(time.time())
+        claims = {
+            "sub": form.username,
+            "scopes": record["scopes"],
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + TOKEN_TTL_S,
+            "jti": uuid.uuid4().hex,
+        }
+        access = jwt.encode(claims, secret, algorithm="HS256")
+        return JSONResponse(
+            {"access_token": access, "token_type": "bearer", "expires_in": TOKEN_TTL_S}
+        )
 
-@app.post("/auth/token")
-async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> JSONResponse:
-    """OAuth2 password flow against the same users file."""
-    record = await anyio.to_thread.run_sync(
-        STATE["users"].authenticate, form.username, form.password
-    )
-    if record is None:
-        raise HTTPException(401, "invalid credentials")
-    access, ttl = issue_token(STATE["settings"], form.username, record.scopes)
-    return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": ttl})
+    @app.post("/predict")
+    async def predict(
+        body: predict_request,  # type: ignore[valid-type]
+        who: Annotated[dict, Depends(user)],
+    ) -> JSONResponse:
+        if "predict" not in who.get("scopes", []):
+            raise HTTPException(403, "needs the predict scope")
+        proba = probabilities(frame(body))
+        return JSONResponse(
+            [
+                {
+                    "label": classes[int(np.argmax(p))],
+                    "probabilities": dict(zip(keys, map(float, p), strict=True)),
+                }
+                for p in proba
+            ]
+        )
 
+    @app.post("/explain")
+    async def explain(
+        body: predict_request,  # type: ignore[valid-type]
+        who: Annotated[dict, Depends(user)],
+    ) -> JSONResponse:
+        if "explain" not in who.get("scopes", []):
+            raise HTTPException(403, "needs the explain scope")
+        data = frame(body)
+        proba = probabilities(data)
+        contribs = booster.predict(xgb.DMatrix(data, enable_categorical=True), pred_contribs=True)
+        answers = []
+        for i, p in enumerate(proba):
+            label = int(np.argmax(p))
+            row = contribs[i] if contribs.ndim == 2 else contribs[i, label]
+            answers.append(
+                {
+                    "label": classes[label],
+                    "base_value": float(row[-1]),
+                    "contributions": {
+                        n: (0.0 if math.isnan(v) else float(v))
+                        for n, v in zip(names, row[:-1], strict=True)
+                    },
+                }
+            )
+        return JSONResponse(answers)
 
-@app.post("/predict")
-async def predict(request: Request, who: Annotated[Claims, Depends(claims)]) -> JSONResponse:
-    """Labels and probabilities, one model call per request."""
-    if not who.allows("predict"):
-        raise HTTPException(403, "needs the predict scope")
-    return JSONResponse(STATE["predictor"].predict(_rows(await request.body())))
+    @app.get("/readyz")
+    async def readyz() -> dict[str, str]:
+        return {"status": "ready"}
 
-
-@app.post("/explain")
-async def explain(request: Request, who: Annotated[Claims, Depends(claims)]) -> JSONResponse:
-    """Contributions, one model call per request."""
-    if not who.allows("explain"):
-        raise HTTPException(403, "needs the explain scope")
-    return JSONResponse(STATE["predictor"].explain(_rows(await request.body())))
-
-
-@app.get("/readyz")
-async def readyz() -> dict[str, str]:
-    """Ready once the lifespan has loaded the model."""
-    return {"status": "ready" if "predictor" in STATE else "starting"}
+    return app

@@ -12,9 +12,9 @@ rows: the honest "batching off". ::
 
 from __future__ import annotations
 
-from service import Tabserve
+from service import SERVICE, Tabserve
 
-for _method in Tabserve.apis.values():
+for _method in SERVICE.apis.values():
     _method.batchable = False
 
 __all__ = ["Tabserve"]

@@ -104,6 +104,8 @@ def cluster(
             TABSERVE_LOCAL_DIR=str(work / "local"),
             GRADIO_ANALYTICS_ENABLED="False",
             GRADIO_TEMP_DIR=str(work / "gradio"),
+            # Which worker served each UI call is read from BentoML's access log.
+            TABSERVE_ACCESS_LOG="all",
         )
         env.pop("TABSERVE_TRUSTED_PROXIES", None)
         settings = Settings(jwt_secret=SecretStr(current))

@@ -1,9 +1,11 @@
-"""A short Locust run against a real ``bentoml serve``: no failures, and batches form.
+"""Short Locust runs against a real ``bentoml serve``: no failures, and batches form.
 
 Locust monkey-patches the stdlib with gevent, so it runs as a subprocess (the same
 ``load_tests/locustfile.py`` that ``make loadtest`` and ``make bench`` use): 16 users
 log in through ``/auth/token`` and send single rows, batches and explanations built
-from the model bundle's schema and sample rows.
+from the model's schema and rows. Twice: on a small all-numeric model, and on the
+benchmark's categorical profile (6 text features and missing values, 200 trees), whose
+requests go through the category encoding and the nullable fields.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from load_tests.payloads import bundle_dir, load_rows, write_rows
+from load_tests.profiles import import_profile
 from load_tests.scrape import batches
 from tests.support import CHEAP_ARGON2, REPO, cheap_hasher, import_test_model, running_server
 
@@ -28,20 +33,35 @@ USERS = 16
 SECONDS = 12
 
 
-def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> None:
+def _numeric_model(home: Path) -> tuple[str, list[dict[str, Any]]]:
     from sklearn.datasets import load_breast_cancer
 
-    from tabserve.users import UserStore
-
-    home = tmp_path / "bentoml"
     model = import_test_model(
         home, load_breast_cancer(as_frame=True).frame, "target", {"objective": "binary:logistic"}
     )
+    return model.tag, load_rows(bundle_dir(home, model.tag))
+
+
+def _categorical_model(home: Path) -> tuple[str, list[dict[str, Any]]]:
+    tag, fitted = import_profile("categorical", home)
+    return tag, fitted.rows
+
+
+@pytest.mark.parametrize(
+    "build", [_numeric_model, _categorical_model], ids=["numeric", "categorical"]
+)
+def test_short_locust_run_has_no_failures_and_forms_batches(
+    tmp_path: Path, build: Callable[[Path], tuple[str, list[dict[str, Any]]]]
+) -> None:
+    from tabserve.users import UserStore
+
+    home = tmp_path / "bentoml"
+    tag, rows = build(home)
     password = secrets.token_urlsafe(12)
     users_file = tmp_path / "users.json"
     # A cheap argon2 profile: 16 logins at once are not what this test is about.
     UserStore(users_file, hasher=cheap_hasher()).add("loadtest", password, "predict,explain")
-    rows_file = write_rows(load_rows(bundle_dir(home, model.tag)), tmp_path / "rows.json")
+    rows_file = write_rows(rows, tmp_path / "rows.json")
 
     base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env = {
@@ -52,7 +72,7 @@ def test_short_locust_run_has_no_failures_and_forms_batches(tmp_path: Path) -> N
         "TABSERVE_JWT_SECRET": secrets.token_urlsafe(48),
         "TABSERVE_USERS_FILE": str(users_file),
         "TABSERVE_LOCAL_DIR": str(tmp_path / "local"),
-        "TABSERVE_MODEL_TAG": model.tag,
+        "TABSERVE_MODEL_TAG": tag,
         **CHEAP_ARGON2,
     }
     with running_server(env, tmp_path / "serve.log") as url:

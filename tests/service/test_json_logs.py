@@ -3,7 +3,8 @@
 One server (the breast_cancer model) gets a login, predictions, explanations, the
 model card, a validation error, missing and wrong credentials, an unknown route, a
 malformed HTTP request (answered by uvicorn itself) and an unhandled error (the users
-file corrupted under it: a 500 with a stack trace in the log). Once it has stopped,
+file corrupted under it: a 500 with a stack trace in the log), with BentoML's access log
+and tracing switched on. Once it has stopped,
 every line of its output (stdout and stderr, supervisor and worker) must parse as a
 JSON object, and each answer's ``X-Request-ID`` must be on its log lines.
 """
@@ -11,7 +12,6 @@ JSON object, and each answer's ``X-Request-ID`` must be on its log lines.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.service.conftest import TEST_PASSWORD
-from tests.support import serving
+from tests.support import TRACING_ON, child_env, serving
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +76,16 @@ def run(
     users = root / "users.json"  # a private copy: this test corrupts it
     shutil.copy(users_file, users)
     env = {
-        **os.environ,
+        **child_env(),
         **test_env,
         "TABSERVE_MODEL_TAG": "tabserve:v1",
         "TABSERVE_USERS_FILE": str(users),
         "TABSERVE_LOG_FORMAT": "json",
+        # BentoML's access log and tracing on (both off by default), so that their lines
+        # are shown to be JSON with the request's ids too; tests/service/test_request_ids.py
+        # covers the defaults.
+        "TABSERVE_ACCESS_LOG": "all",
+        "BENTOML_CONFIG_OPTIONS": TRACING_ON,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets up its own
     log = root / "serve.log"

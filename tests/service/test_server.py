@@ -190,7 +190,7 @@ def test_errors_use_the_envelope_through_the_real_server(
             "payload_too_large",
         ),
     ]
-    time.sleep(0.5)  # let the access log flush
+    time.sleep(0.5)  # let the log flush
     log_text = running.log.read_text()
     assert access_token not in log_text and TEST_PASSWORD not in log_text
     for response, status, code in cases:
@@ -198,7 +198,7 @@ def test_errors_use_the_envelope_through_the_real_server(
         error = response.json()["error"]
         assert error["code"] == code
         assert error["request_id"] == response.headers["x-request-id"]
-        assert f"span={error['request_id']}" in log_text  # the server log shares the id
+        assert f"request_id={error['request_id']}" in log_text  # the server log has the id
 
 
 def _claims(settings: Any, **changes: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The fixed BentoML ``TimeoutMiddleware``: no timer outlives its request; 504 is enveloped."""
+"""The BentoML fixes: no timer outlives its request, 504 is enveloped; the batching wait
+BentoML learns under load is capped."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
 from tabserve import bentoml_fixes
@@ -100,3 +102,63 @@ def test_the_replaced_method_is_the_one_the_fix_was_written_for() -> None:
     bentoml_fixes.apply()
     original = TimeoutMiddleware._tabserve_original_call  # type: ignore[attr-defined]
     assert bentoml_fixes.source_sha256(original) == bentoml_fixes.REPLACED_SOURCE_SHA256
+
+
+# ---- the batching wait -------------------------------------------------------------------
+def _learned_wait(waits_s: float, batches: int = 60) -> float:
+    """The wait BentoML's optimizer learns from ``batches`` that each waited ``waits_s``."""
+    from bentoml._internal.marshal.dispatcher import Optimizer
+
+    optimizer = Optimizer(max_latency=10.0)
+    for _ in range(batches):
+        optimizer.log_outbound(n=16, wait=waits_s, duration=0.02)
+    optimizer.trigger_refresh()
+    return float(optimizer.wait)
+
+
+def test_the_original_dispatcher_holds_a_lone_request_for_its_learned_wait() -> None:
+    """What the cap is for (if this starts failing, BentoML changed its dispatcher)."""
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
+
+    original = getattr(Optimizer, "_tabserve_original_refresh", Optimizer.trigger_refresh)
+
+    async def run() -> float:
+        dispatcher = CorkDispatcher(
+            max_latency_in_ms=10_000, max_batch_size=256, fallback=lambda: None
+        )
+
+        async def echo(batch: Any) -> Any:
+            return batch
+
+        call = dispatcher(echo)
+        for _ in range(20):  # past BentoML's training phase
+            await call([1])
+        # What a burst leaves behind: batches that queued ~30 ms behind the one running.
+        for _ in range(60):
+            dispatcher.optimizer.log_outbound(n=16, wait=0.03, duration=0.02)
+        original(dispatcher.optimizer)
+        started = asyncio.get_running_loop().time()
+        await call([1])  # one request, nothing else coming
+        elapsed = asyncio.get_running_loop().time() - started
+        dispatcher.shutdown()
+        return elapsed
+
+    assert asyncio.run(run()) >= 0.02
+
+
+def test_the_learned_wait_is_capped() -> None:
+    bentoml_fixes.cap_batch_wait(1.0)
+    assert _learned_wait(0.03) <= 0.001
+    assert _learned_wait(0.0005) == pytest.approx(0.0005, abs=1e-4)  # below the cap: kept
+    bentoml_fixes.cap_batch_wait(0)
+    assert _learned_wait(0.03) == 0.0
+    bentoml_fixes.cap_batch_wait(1.0)  # the default, for other tests in this process
+
+
+def test_the_wrapped_refresh_is_the_one_the_cap_was_written_for() -> None:
+    """BentoML changed ``Optimizer.trigger_refresh``: check whether the cap still applies."""
+    from bentoml._internal.marshal.dispatcher import Optimizer
+
+    bentoml_fixes.cap_batch_wait(1.0)
+    original = Optimizer._tabserve_original_refresh  # type: ignore[attr-defined]
+    assert bentoml_fixes.source_sha256(original) == bentoml_fixes.REFRESH_SOURCE_SHA256

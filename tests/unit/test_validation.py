@@ -54,7 +54,7 @@ def test_numbers_beyond_float32_are_refused(schema: FeatureSchema, value: float)
     assert "out of range" in detail["message"] and "32-bit" in detail["message"]
     body = json.dumps({"rows": [{**GOOD, "bill length": value}]}).encode()
     with pytest.raises(RequestValidationError):
-        _validator(schema).normalized_body(body)
+        _validator(schema).validated_rows(body)
     assert _validator(schema).validate({"rows": [{**GOOD, "bill length": 3.4e38}]})
 
 

@@ -1,0 +1,91 @@
+"""The benchmark's arithmetic: ratios side by side within a round, medians and spread over
+rounds, and the issue's targets per profile (no server: made-up runs)."""
+
+from __future__ import annotations
+
+from load_tests.bench import (
+    AFTER_BURST,
+    SINGLE_ROWS,
+    RunResult,
+    Spread,
+    profile_lines,
+    ratio_spread,
+    targets,
+)
+from load_tests.profiles import BuiltProfile
+
+
+def _run(contender: str, users: int, round_: int, rps: float, **fields: object) -> RunResult:
+    defaults: dict[str, object] = {"requests": int(rps * 10), "p50": 10, "p95": 20, "p99": 30}
+    return RunResult(contender, users, "default", round_, rps=rps, **{**defaults, **fields})
+
+
+RUNS = [
+    # round 1: batched 1,500, unbatched 1,000, fastapi 1,000; round 2 all slower, same ratios
+    # but unbatched's: 1.5× then 2.0×
+    _run("batched", 32, 1, 1500),
+    _run("unbatched", 32, 1, 1000),
+    _run("fastapi", 32, 1, 1000),
+    _run("batched", 32, 2, 1000, p99=60),
+    _run("unbatched", 32, 2, 500),
+    _run("fastapi", 32, 2, 700, failures=2),
+    _run("batched", 1, 1, 300, p50=4, phase=AFTER_BURST),
+    _run("unbatched", 1, 1, 300, p50=1, phase=AFTER_BURST),
+    _run("batched", 1, 2, 300, p50=6, phase=AFTER_BURST),
+    _run("unbatched", 1, 2, 300, p50=2, phase=AFTER_BURST),
+]
+
+
+def test_ratios_are_taken_within_a_round_then_summarised() -> None:
+    spread = ratio_spread(RUNS, "default", 32, "unbatched")
+    assert spread == Spread(median=1.75, low=1.5, high=2.0, n=2)
+    assert spread.text("×", 2) == "1.75× (1.50–2.00)"
+    fastapi = ratio_spread(RUNS, "default", 32, "fastapi")
+    assert fastapi is not None and fastapi.low == 1000 / 700 and fastapi.high == 1.5
+
+
+def test_targets_of_the_default_profile() -> None:
+    checks = {text: (met, measured) for text, met, measured in targets(RUNS, "default")}
+    assert checks["32 users: zero failed requests (every contender, every round)"][0] is False
+    assert checks["32 users: batched ≥ 1.3× fastapi throughput"][0] is True  # median 1.46
+    assert checks["32 users: batched ≥ 1.5× unbatched throughput"][0] is True  # median 1.75
+    assert checks["32 users: batched p99 ≤ 50 ms"] == (True, "45 ms (30–60)")
+    (low_load,) = [v for k, v in checks.items() if k.startswith("1 user right after")]
+    assert low_load[0] is True  # median 5 ms against 1.5 ms: within 5 ms
+    assert "batched 5.0 ms (4.0–6.0)" in low_load[1]
+
+
+def test_a_failed_contender_fails_the_zero_failure_target() -> None:
+    runs = [*RUNS[:3], RunResult("unbatched", 32, "default", 3, error="exited")]
+    (zero,) = [c for c in targets(runs, "default") if "zero failed" in c[0]]
+    assert zero[1] is False and "unbatched" in zero[2]
+
+
+def test_the_report_section_lists_every_level_and_the_targets() -> None:
+    profile = BuiltProfile(
+        *("default", "t", "/home", "tabserve:v1", "models:/m", "sqlite://", "rows.json"),
+        *(100, 30, 0, 0, 2, 100, 3, 2.5, 0.3, 0.9),
+    )
+    from load_tests.bench import Contender
+
+    cont = [Contender(n, n, []) for n in ("batched", "unbatched", "fastapi")]
+    text = "\n".join(profile_lines(RUNS, profile, cont))
+    assert "### 32 concurrent users" in text and "### 1 user, right after the burst" in text
+    assert "| unbatched | 750 (500–1,000) |" in text
+    assert "1.75× (1.50–2.00)" in text
+    assert "| 32 users: batched p99 ≤ 50 ms | yes | 45 ms (30–60) |" in text
+
+
+def test_single_row_runs_have_their_own_ratio_and_target() -> None:
+    heavy = [
+        RunResult("batched", 32, "heavy", 1, rps=700, requests=7000),
+        RunResult("unbatched", 32, "heavy", 1, rps=350, requests=3500),
+        RunResult("batched", 32, "heavy", 1, SINGLE_ROWS, rps=1200, requests=12000),
+        RunResult("unbatched", 32, "heavy", 1, SINGLE_ROWS, rps=300, requests=3000),
+    ]
+    checks = {text: (met, measured) for text, met, measured in targets(heavy, "heavy")}
+    assert checks["32 users: batched ≥ 3.0× unbatched throughput"] == (False, "2.00×")
+    assert checks["32 users, single-row requests only: batched ≥ 3.0× unbatched throughput"] == (
+        True,
+        "4.00×",
+    )
