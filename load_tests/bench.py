@@ -217,6 +217,16 @@ def contenders(port_of: dict[str, int], mlflow_model: str, workers: int = 1) -> 
     def uvi(app: str, name: str) -> list[str]:
         return [uvicorn, app, "--host", "127.0.0.1", "--port", str(port_of[name])]
 
+    def tabserve_variant(name: str, what: str, **env: str) -> Contender:
+        """(1), the batched service, with some settings changed."""
+        return Contender(
+            name,
+            f"tabserve, adaptive batching, {what}",
+            serve("service:Tabserve", name),
+            env={"TABSERVE_WORKERS": str(workers), **env},
+            has_metrics=True,
+        )
+
     return [
         Contender(
             "batched",
@@ -263,26 +273,20 @@ def contenders(port_of: dict[str, int], mlflow_model: str, workers: int = 1) -> 
             "constant ASGI app (load-generator ceiling)",
             [*uvi("load_tests.baselines.constant_app:app", "constant"), "--workers", str(workers)],
         ),
-        Contender(
+        tabserve_variant(
             "drift-off",
-            "tabserve, adaptive batching, drift window off (what drift costs)",
-            serve("service:Tabserve", "drift-off"),
-            env={"TABSERVE_WORKERS": str(workers), "TABSERVE_DRIFT_ENABLED": "false"},
-            has_metrics=True,
+            "drift window off (what drift costs)",
+            TABSERVE_DRIFT_ENABLED="false",
         ),
-        Contender(
+        tabserve_variant(
             "access-log-all",
-            "tabserve, adaptive batching, BentoML's access line for every request",
-            serve("service:Tabserve", "access-log-all"),
-            env={"TABSERVE_WORKERS": str(workers), "TABSERVE_ACCESS_LOG": "all"},
-            has_metrics=True,
+            "BentoML's access line for every request",
+            TABSERVE_ACCESS_LOG="all",
         ),
-        Contender(
+        tabserve_variant(
             "tracing-on",
-            "tabserve, adaptive batching, OpenTelemetry on without an exporter (BentoML's default)",
-            serve("service:Tabserve", "tracing-on"),
-            env={"TABSERVE_WORKERS": str(workers), "OTEL_SDK_DISABLED": "false"},
-            has_metrics=True,
+            "OpenTelemetry on without an exporter (BentoML's default)",
+            OTEL_SDK_DISABLED="false",
         ),
     ]
 

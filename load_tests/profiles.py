@@ -456,6 +456,25 @@ def import_profile(
     return tag, fitted
 
 
+def measured(booster: Any, schema: FeatureSchema, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a profile's report line says of its model and rows (the fields of
+    :class:`BuiltProfile` after where it lives)."""
+    trees, deepest, mean_depth = model_shape(booster)
+    one, many = time_model_call(booster, schema, rows)
+    return {
+        "rows": len(rows),
+        "features": len(schema.features),
+        "text_features": sum(f.kind == "categorical" for f in schema.features),
+        "nullable_features": sum(f.nullable for f in schema.features),
+        "classes": len(schema.target.classes),
+        "trees": trees,
+        "max_depth": deepest,
+        "mean_depth": mean_depth,
+        "ms_per_call_1_row": one,
+        "ms_per_call_256_rows": many,
+    }
+
+
 def build_profile(name: str, out: Path, *, log: Callable[[str], None] = print) -> BuiltProfile:
     """Build profile ``name`` under ``out`` (or reuse the cached build); see the module doc.
 
@@ -476,8 +495,6 @@ def build_profile(name: str, out: Path, *, log: Callable[[str], None] = print) -
         directory, name, fitted.booster, fitted.schema, fitted.train
     )
     tag, _ = import_profile(name, directory / "bentoml", fitted=fitted, mlflow_run_id=run_id)
-    trees, deepest, mean_depth = model_shape(fitted.booster)
-    one, many = time_model_call(fitted.booster, fitted.schema, fitted.rows)
     schema = fitted.schema
     built = BuiltProfile(
         name=name,
@@ -487,16 +504,7 @@ def build_profile(name: str, out: Path, *, log: Callable[[str], None] = print) -
         mlflow_model=model_uri,
         mlflow_tracking_uri=tracking_uri,
         rows_file=str(write_rows(fitted.rows, directory / "rows.json")),
-        rows=len(fitted.rows),
-        features=len(schema.features),
-        text_features=sum(f.kind == "categorical" for f in schema.features),
-        nullable_features=sum(f.nullable for f in schema.features),
-        classes=len(schema.target.classes),
-        trees=trees,
-        max_depth=deepest,
-        mean_depth=mean_depth,
-        ms_per_call_1_row=one,
-        ms_per_call_256_rows=many,
+        **measured(fitted.booster, schema, fitted.rows),
     )
     summary.write_text(json.dumps(asdict(built), indent=2))
     log(f"   built in {time.monotonic() - started:.0f} s: {built.describe()}")
@@ -517,8 +525,6 @@ def default_profile(
     booster = xgb.Booster(model_file=str(directory / "model.ubj"))
     booster.set_param({"nthread": 1})
     rows = json.loads(rows_file.read_text())
-    trees, deepest, mean_depth = model_shape(booster)
-    one, many = time_model_call(booster, schema, rows)
     return BuiltProfile(
         name="default",
         title="the pipeline's champion (make model): breast cancer, 30 numeric features",
@@ -527,16 +533,7 @@ def default_profile(
         mlflow_model=mlflow_model,
         mlflow_tracking_uri=tracking_uri,
         rows_file=str(rows_file),
-        rows=len(rows),
-        features=len(schema.features),
-        text_features=sum(f.kind == "categorical" for f in schema.features),
-        nullable_features=sum(f.nullable for f in schema.features),
-        classes=len(schema.target.classes),
-        trees=trees,
-        max_depth=deepest,
-        mean_depth=mean_depth,
-        ms_per_call_1_row=one,
-        ms_per_call_256_rows=many,
+        **measured(booster, schema, rows),
     )
 
 
