@@ -15,7 +15,7 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from tabserve.auth import bearer_token, is_open_path, issue_token, verify_token
+from tabserve.auth import VerifiedTokens, bearer_token, is_open_path, issue_token, verify_token
 from tabserve.errors import UnauthenticatedError
 from tabserve.settings import Settings, SettingsError
 from tests.support import rsa_keys
@@ -147,6 +147,54 @@ def test_untrustworthy_tokens_are_refused(settings: Settings, make: Any, reason:
     with pytest.raises(UnauthenticatedError, match=reason) as info:
         verify_token(settings, token)
     assert token not in info.value.message
+
+
+def test_a_remembered_token_is_still_refused_once_expired(settings: Settings) -> None:
+    now = [time.time()]
+    tokens = VerifiedTokens(clock=lambda: now[0])
+    token = _sign(settings, _claims(settings, exp=int(now[0]) + 30))
+    assert tokens.verify(settings, token).sub == "alice"
+    assert len(tokens) == 1
+    now[0] += 30 + settings.jwt_leeway_s - 1  # still inside the leeway, as PyJWT allows
+    assert tokens.verify(settings, token).sub == "alice"
+    now[0] += 2
+    with pytest.raises(UnauthenticatedError, match="expired"):
+        tokens.verify(settings, token)
+    assert len(tokens) == 0  # forgotten: a later use goes through PyJWT again
+
+
+def test_refused_tokens_are_never_remembered(settings: Settings) -> None:
+    tokens = VerifiedTokens()
+    good = _sign(settings, _claims(settings))
+    forged = _sign(settings, _claims(settings, sub="mallory"), key="x" * 48)
+    for _ in range(2):
+        with pytest.raises(UnauthenticatedError, match="signature"):
+            tokens.verify(settings, forged)
+    assert len(tokens) == 0
+    assert tokens.verify(settings, good).sub == "alice"
+    assert tokens.verify(settings, good) == verify_token(settings, good)
+
+
+def test_a_token_remembered_for_one_key_set_is_checked_again_for_another(
+    settings: Settings,
+) -> None:
+    tokens = VerifiedTokens()
+    token, _ = issue_token(settings, "alice", ["predict"])
+    assert tokens.verify(settings, token).sub == "alice"
+    rotated = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48)))
+    with pytest.raises(UnauthenticatedError, match="key id"):
+        tokens.verify(rotated, token)
+
+
+def test_at_most_max_tokens_are_remembered_least_recent_first_out(settings: Settings) -> None:
+    tokens = VerifiedTokens(max_tokens=3)
+    issued = [_sign(settings, _claims(settings, jti=f"j{i}")) for i in range(4)]
+    for token in issued[:3]:
+        tokens.verify(settings, token)
+    tokens.verify(settings, issued[0])  # used again: now the most recent
+    tokens.verify(settings, issued[3])
+    assert len(tokens) == 3
+    assert list(tokens._tokens) == [issued[2], issued[0], issued[3]]
 
 
 def test_a_key_rotation_refuses_tokens_of_the_earlier_key(settings: Settings) -> None:
