@@ -173,15 +173,26 @@ class FeatureSchema(BaseModel):
         as its code (its index in the schema's categories, so the codes are the ones
         :meth:`to_frame` gives the model at training time), missing or unknown as NaN.
         XGBoost reads it with the schema's :attr:`feature_types`. Rows (mappings) are
-        encoded by dict lookups, about ten times faster than building the frame; a value
-        no lookup takes (text in a numeric column) falls back to the frame's rules.
+        encoded by dict lookups, about ten times faster than building the frame, and a
+        row that holds every feature in schema order (a validated request row) straight
+        from its values, about 2.5 times faster again; a value no lookup takes (text in
+        a numeric column) falls back to the frame's rules.
         """
         if isinstance(rows, pd.DataFrame):
             return self._encode_frame(rows)
         records = rows if isinstance(rows, list) else list(rows)
-        getters = self._getters
+        names, getters, coders = self.feature_names, self._getters, self._coders
+        values = []
         try:
-            matrix = np.array([[get(row) for get in getters] for row in records], dtype=np.float64)
+            for row in records:
+                if list(row) == names:  # every feature, in schema order: validated rows
+                    cells = list(row.values())
+                    for index, code in coders:
+                        cells[index] = code(cells[index])
+                    values.append(cells)
+                else:
+                    values.append([get(row) for get in getters])
+            matrix = np.array(values, dtype=np.float64)
         except (TypeError, ValueError, AttributeError):
             return self._encode_frame(pd.DataFrame(records))
         return matrix.reshape(len(records), len(getters))
@@ -200,12 +211,22 @@ class FeatureSchema(BaseModel):
         return matrix
 
     @cached_property
-    def _getters(self) -> list[Callable[[Mapping[str, Any]], Any]]:
+    def _coders(self) -> list[tuple[int, Callable[[Any], float]]]:
+        """``(column, value -> code)`` of each categorical feature."""
         return [
-            _code_getter(spec.name, spec.categories or [])
+            (index, _coder(spec.categories or []))
+            for index, spec in enumerate(self.features)
             if spec.kind == "categorical"
+        ]
+
+    @cached_property
+    def _getters(self) -> list[Callable[[Mapping[str, Any]], Any]]:
+        coders = dict(self._coders)
+        return [
+            _code_getter(spec.name, coders[index])
+            if index in coders
             else _value_getter(spec.name)
-            for spec in self.features
+            for index, spec in enumerate(self.features)
         ]
 
     def encode_target(self, values: pd.Series) -> np.ndarray:
@@ -247,16 +268,23 @@ def _value_getter(name: str) -> Callable[[Mapping[str, Any]], Any]:
     return get
 
 
-def _code_getter(name: str, categories: Sequence[str]) -> Callable[[Mapping[str, Any]], float]:
+def _coder(categories: Sequence[str]) -> Callable[[Any], float]:
+    """A categorical value's code (its index in ``categories``), NaN if missing or unknown."""
     codes = {category: float(i) for i, category in enumerate(categories)}
 
-    def get(row: Mapping[str, Any]) -> float:
-        value = row.get(name)
-        code = codes.get(value) if type(value) is str else None  # validated rows: one lookup
-        if code is None:
+    def code(value: Any) -> float:
+        found = codes.get(value) if type(value) is str else None  # validated rows: one lookup
+        if found is None:
             text = category_text(value)
-            code = codes.get(text, math.nan) if text is not None else math.nan
-        return code
+            found = codes.get(text, math.nan) if text is not None else math.nan
+        return found
+
+    return code
+
+
+def _code_getter(name: str, code: Callable[[Any], float]) -> Callable[[Mapping[str, Any]], float]:
+    def get(row: Mapping[str, Any]) -> float:
+        return code(row.get(name))
 
     return get
 

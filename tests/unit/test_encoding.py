@@ -146,3 +146,26 @@ def test_numbers_for_text_categories_and_odd_values_follow_the_frame_rules() -> 
         schema.feature("code").categories.index("3")
     )
     assert schema.encode(iter(odd[:2])).shape == (2, len(schema.features))
+
+
+def test_rows_in_schema_order_and_in_any_other_order_encode_alike() -> None:
+    """Validated rows (every feature, schema order) take the values-only path; other
+    rows the lookups: both must give the same matrix, odd values included."""
+    _, schema, frame = _model(3)
+    features = frame.drop(columns=["target"])
+    rows = features.astype(object).where(features.notna(), None).to_dict("records")[:40]
+    rows += [{**rows[0], "code": 3}, {**rows[0], "code": 3.0}, {**rows[0], "colour": "zzz"}]
+    rows += [{**rows[0], "colour": None}, {**rows[0], "x": None}]
+    assert all(list(row) == schema.feature_names for row in rows)
+    shuffled = [dict(reversed(list(row.items()))) for row in rows]
+    assert np.array_equal(schema.encode(rows), schema.encode(shuffled), equal_nan=True)
+    mixed = [rows[0], shuffled[1], rows[2], {k: v for k, v in rows[3].items() if v is not None}]
+    assert np.array_equal(
+        schema.encode(mixed), schema.encode([rows[0], rows[1], rows[2], rows[3]]), equal_nan=True
+    )
+    text_in_numbers = [{**rows[0], "x": "0.5"}, {**rows[1], "x": "n/a"}]
+    assert np.array_equal(
+        schema.encode(text_in_numbers),
+        schema._encode_frame(pd.DataFrame(text_in_numbers)),
+        equal_nan=True,
+    )
