@@ -23,7 +23,10 @@ Contenders (each started here, one process serving, then stopped), on every prof
 
 Two more run only when named in ``--only``, on the default profile: ``access-log-all``
 (``TABSERVE_ACCESS_LOG=all``) and ``tracing-on`` (``OTEL_SDK_DISABLED=false``, no
-exporter): what the production defaults save.
+exporter): what the production defaults save. ``--against REV`` adds
+``batched@REV``, the batched service as of git revision REV (served from a temporary
+worktree with this environment), on every profile: what a change costs or saves,
+measured side by side.
 
 Each contender runs every level of concurrent users; ``batched`` and ``unbatched`` then
 run one user right after the heaviest level ("after burst": does adaptive batching keep
@@ -207,8 +210,14 @@ def pinning(workers: int) -> tuple[list[str], list[str], str]:
     )
 
 
-def contenders(port_of: dict[str, int], mlflow_model: str, workers: int = 1) -> list[Contender]:
-    """The contenders, in report order, each with ``workers`` worker processes."""
+def contenders(
+    port_of: dict[str, int],
+    mlflow_model: str,
+    workers: int = 1,
+    against: tuple[str, Path] | None = None,
+) -> list[Contender]:
+    """The contenders, in report order, each with ``workers`` worker processes; with
+    ``against`` (a git revision and its checkout), also ``batched@<revision>``."""
     bentoml, uvicorn, mlflow = str(BIN / "bentoml"), str(BIN / "uvicorn"), str(BIN / "mlflow")
 
     def serve(module: str, name: str) -> list[str]:
@@ -288,7 +297,56 @@ def contenders(port_of: dict[str, int], mlflow_model: str, workers: int = 1) -> 
             "OpenTelemetry on without an exporter (BentoML's default)",
             OTEL_SDK_DISABLED="false",
         ),
+        *(
+            [
+                Contender(
+                    against_name(against[0]),
+                    f"tabserve, adaptive batching, as of {against[0]}",
+                    [
+                        *serve("service:Tabserve", against_name(against[0])),
+                        "--working-dir",
+                        str(against[1]),
+                    ],
+                    env={"TABSERVE_WORKERS": str(workers), "PYTHONPATH": str(against[1])},
+                    has_metrics=True,
+                )
+            ]
+            if against
+            else []
+        ),
     ]
+
+
+def against_name(revision: str) -> str:
+    """The contender name of the batched service as of ``revision`` (``--against``)."""
+    return f"batched@{revision}"
+
+
+def checkout(revision: str, out: Path) -> Path:
+    """A detached git worktree of ``revision`` under ``out`` (replaced if there), for
+    ``--against``; :func:`remove_checkout` removes it."""
+    directory = out / f"against-{revision.replace('/', '_')}"
+    remove_checkout(directory)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(directory), revision],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return directory
+
+
+def remove_checkout(directory: Path) -> None:
+    """Remove a worktree made by :func:`checkout` (nothing if absent)."""
+    if directory.exists():
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(directory)],
+            cwd=REPO,
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def prepare_auth(workdir: Path) -> dict[str, str]:
@@ -1127,6 +1185,13 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=1, help="worker processes per contender (2: not pinned)"
     )
     parser.add_argument(
+        "--against",
+        metavar="REV",
+        default=None,
+        help="also run the batched service as of git revision REV (a worktree), "
+        "side by side: what a change costs or saves",
+    )
+    parser.add_argument(
         "--no-after-burst",
         action="store_true",
         help="skip the one-user run after the last level",
@@ -1230,8 +1295,11 @@ def main(argv: list[str] | None = None) -> int:
         after_burst=not args.no_after_burst,
         py_spy=args.py_spy,
     )
-    ports = {name: free_port() for name in (*CONTENDERS, *EXTRA_CONTENDERS)}
+    against = (args.against, checkout(args.against, workdir)) if args.against else None
+    extra = (against_name(args.against),) if args.against else ()
+    ports = {name: free_port() for name in (*CONTENDERS, *EXTRA_CONTENDERS, *extra)}
     wanted = set(args.only.split(",")) if args.only else {*CONTENDERS, "flood"}
+    wanted |= set(extra)
     run_flood = "flood" in wanted and "default" in wanted_profiles
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_average = f"{os.getloadavg()[0]:.2f}"
@@ -1241,7 +1309,7 @@ def main(argv: list[str] | None = None) -> int:
         for profile in profiles:
             racing = [
                 c
-                for c in contenders(ports, profile.mlflow_model, args.workers)
+                for c in contenders(ports, profile.mlflow_model, args.workers, against)
                 if c.name in wanted
                 and (c.name not in DEFAULT_PROFILE_ONLY or profile.name == "default")
             ]
@@ -1256,7 +1324,9 @@ def main(argv: list[str] | None = None) -> int:
                     ports[contender.name],
                 )
     # Every contender run, in report order (drift-off ran on one profile only).
-    cont = [c for c in contenders(ports, "", args.workers) if c.name in wanted]
+    cont = [c for c in contenders(ports, "", args.workers, against) if c.name in wanted]
+    if against:
+        remove_checkout(against[1])
     flood = None
     if run_flood:
         default = next(p for p in profiles if p.name == "default")

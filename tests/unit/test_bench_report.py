@@ -3,8 +3,12 @@ rounds, and the issue's targets per profile (no server: made-up runs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from load_tests.bench import (
     AFTER_BURST,
+    CONTENDERS,
+    EXTRA_CONTENDERS,
     SINGLE_ROWS,
     RunResult,
     Spread,
@@ -89,3 +93,19 @@ def test_single_row_runs_have_their_own_ratio_and_target() -> None:
         True,
         "4.00×",
     )
+
+
+def test_against_a_revision_adds_the_batched_service_served_from_its_checkout(
+    tmp_path: Path,
+) -> None:
+    from load_tests.bench import against_name, contenders
+
+    ports = {name: 1000 + i for i, name in enumerate([*CONTENDERS, *EXTRA_CONTENDERS])}
+    plain = [c.name for c in contenders(ports, "models:/m/1")]
+    ports[against_name("abc123")] = 2000
+    both = contenders(ports, "models:/m/1", against=("abc123", tmp_path))
+    assert [c.name for c in both] == [*plain, "batched@abc123"]
+    rev = both[-1]
+    assert rev.command[rev.command.index("--working-dir") + 1] == str(tmp_path)
+    assert rev.command[rev.command.index("--port") + 1] == "2000"
+    assert rev.env["PYTHONPATH"] == str(tmp_path) and rev.has_metrics
