@@ -129,5 +129,5 @@ def skip_tracing_middleware_when_off() -> bool:
         return [m for m in listed if m.cls is not OpenTelemetryMiddleware]
 
     middlewares._tabserve_tracing = True  # type: ignore[attr-defined]
-    ServiceAppFactory.middlewares = property(middlewares)  # type: ignore[method-assign,assignment]
+    ServiceAppFactory.middlewares = property(middlewares)
     return True
