@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -82,7 +82,7 @@ StateProvider = Callable[[], "ServingState | None"]
 # The body is parsed once: JsonBodyMiddleware validates it into rows, hands them to the
 # API's parameter (ValidatedRows) through this context variable, and replays a stand-in
 # body that BentoML parses in no time.
-_validated_rows: ContextVar[list[dict[str, Any]] | None] = ContextVar(
+_validated_rows: ContextVar[Sequence[Mapping[str, Any]] | None] = ContextVar(
     "tabserve_validated_rows", default=None
 )
 HANDED_OFF_BODY = b'{"rows":[]}'
@@ -95,8 +95,9 @@ def _handed_off(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return handler(value)
 
 
-ValidatedRows = Annotated[list[dict[str, Any]], WrapValidator(_handed_off)]
-"""The type of the prediction APIs' ``rows``: the rows the gateway validated.
+ValidatedRows = Annotated[list[Mapping[str, Any]], WrapValidator(_handed_off)]
+"""The type of the prediction APIs' ``rows``: the rows the gateway validated (each a
+:class:`~tabserve.schema.SchemaRow`: its values in schema order, read as a mapping).
 
 BentoML parses each request body into the API's input model. For ``/predict`` and
 ``/explain`` the :class:`JsonBodyMiddleware` has already parsed and validated the body

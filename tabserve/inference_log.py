@@ -24,7 +24,7 @@ import json
 import logging
 import logging.handlers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class InferenceLog:
 
     def write(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[Mapping[str, Any]],
         answers: Sequence[dict[str, Any]],
         *,
         request_id: str | None,
@@ -87,7 +87,7 @@ class InferenceLog:
                         "model_version": self.model_version,
                         "endpoint": endpoint,
                         "source": source,
-                        "row": row,
+                        "row": dict(row),
                         "answer": answer,
                     },
                     allow_nan=False,

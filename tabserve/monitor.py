@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,7 @@ class Monitor:
 
     def log_rows(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[Mapping[str, Any]],
         answers: Sequence[dict[str, Any]],
         *,
         request_id: str | None,

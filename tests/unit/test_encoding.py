@@ -10,6 +10,7 @@ one included.
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,24 @@ def test_rows_in_schema_order_and_in_any_other_order_encode_alike() -> None:
         schema._encode_frame(pd.DataFrame(text_in_numbers)),
         equal_nan=True,
     )
+
+
+def test_validated_rows_are_mappings_of_their_values_and_encode_like_dicts() -> None:
+    from tabserve.schema import SchemaRow
+    from tabserve.validation import RequestValidator
+
+    _, schema, frame = _model(3)
+    features = frame.drop(columns=["target"])
+    dicts = features.astype(object).where(features.notna(), None).to_dict("records")[:30]
+    body = json.dumps({"rows": dicts}).encode()
+    rows = RequestValidator(schema, 100).validated_rows(body)
+    assert all(type(row) is SchemaRow for row in rows)
+    assert rows == dicts and [dict(row) for row in rows] == dicts
+    first = rows[0]
+    assert list(first) == schema.feature_names and len(first) == len(schema.features)
+    assert first["colour"] == dicts[0]["colour"] and first.get("nope") is None
+    assert np.array_equal(schema.encode(rows), schema.encode(dicts), equal_nan=True)
+    # A row made for another schema object is read through its names, not its positions.
+    other = infer_schema(frame[["target", *reversed(features.columns)]], "target")
+    foreign = [other.row([row[n] for n in other.feature_names]) for row in dicts]
+    assert np.array_equal(schema.encode(foreign), schema.encode(dicts), equal_nan=True)
