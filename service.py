@@ -76,10 +76,12 @@ Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
 if (_replaced := SERVER.apply_trusted_proxies()) is not None:
     logger.warning(_replaced)
 # BentoML's request timeout keeps every finished request in memory for the whole
-# timeout, and its batching wait outlives the load; the fixes must be in place before
-# BentoML builds the app (tabserve/bentoml_fixes.py).
+# timeout, its batching wait outlives the load, and it rebuilds each API's caller on
+# every request; the fixes must be in place before BentoML builds the app
+# (tabserve/bentoml_fixes.py).
 bentoml_fixes.apply()
 bentoml_fixes.cap_batch_wait(BATCHING.batch_max_wait_ms)
+bentoml_fixes.cache_api_callers()
 
 
 def serving_instance() -> Tabserve | None:

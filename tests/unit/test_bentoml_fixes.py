@@ -162,3 +162,40 @@ def test_the_wrapped_refresh_is_the_one_the_cap_was_written_for() -> None:
     bentoml_fixes.cap_batch_wait(1.0)
     original = Optimizer._tabserve_original_refresh  # type: ignore[attr-defined]
     assert bentoml_fixes.source_sha256(original) == bentoml_fixes.REFRESH_SOURCE_SHA256
+
+
+# ---- the API caller ----------------------------------------------------------------------
+def test_an_api_caller_is_built_once_per_instance_and_method() -> None:
+    import bentoml
+
+    @bentoml.service(name="callers_probe")
+    class Probe:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @bentoml.api
+        def echo(self, text: str = "x") -> str:
+            self.calls += 1
+            return text * 2
+
+        @bentoml.api
+        def other(self, text: str) -> str:
+            return text
+
+    bentoml_fixes.cache_api_callers()
+    assert bentoml_fixes.cache_api_callers() is False
+    one, two = Probe.inner(), Probe.inner()
+    assert one.echo.local is one.echo.local and one.echo.local is not one.other.local
+    assert one.echo.local is not two.echo.local
+    assert one.echo.local("ab") == "abab" and one.echo.local() == "xx"  # defaults still filled
+    assert one.calls == 2 and two.calls == 0
+    assert two.echo.local(text="c") == "cc" and two.calls == 1
+
+
+def test_the_cached_caller_is_the_one_the_cache_was_written_for() -> None:
+    """BentoML changed ``APIMethod._local_call``: check whether caching still applies."""
+    from _bentoml_sdk.method import APIMethod
+
+    bentoml_fixes.cache_api_callers()
+    original = APIMethod._tabserve_original_local_call  # type: ignore[attr-defined]
+    assert bentoml_fixes.source_sha256(original) == bentoml_fixes.LOCAL_CALL_SOURCE_SHA256
