@@ -164,7 +164,7 @@ def cache_api_callers() -> bool:
         return caller
 
     _local_call._tabserve_cached = True  # type: ignore[attr-defined]
-    APIMethod._tabserve_original_local_call = original  # type: ignore[attr-defined]
-    APIMethod._local_call = _local_call  # type: ignore[method-assign]
+    APIMethod._tabserve_original_local_call = original
+    APIMethod._local_call = _local_call
     logger.debug("BentoML's API callers are built once per instance")
     return True
