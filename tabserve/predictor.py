@@ -336,12 +336,11 @@ def class_probabilities(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
 def classification_answers(classes: list[Label], proba: np.ndarray) -> list[dict[str, Any]]:
     """One ``{"label", "probabilities"}`` answer per row of class probabilities."""
     keys = [str(c) for c in classes]
+    # Whole-array argmax and tolist (Python floats): a tenth of the cost row by row.
+    best = np.argmax(proba, axis=1).tolist() if len(proba) else []
     return [
-        {
-            "label": classes[int(np.argmax(p))],
-            "probabilities": {k: float(v) for k, v in zip(keys, p, strict=True)},
-        }
-        for p in proba
+        {"label": classes[i], "probabilities": dict(zip(keys, p, strict=True))}
+        for i, p in zip(best, proba.tolist(), strict=True)
     ]
 
 
@@ -366,11 +365,13 @@ def regression_answers(
 ) -> list[dict[str, Any]]:
     """One ``{"value", "interval": {"low", "high", "coverage"}}`` answer per row."""
     return [
-        {
-            "value": float(value),
-            "interval": {"low": float(low), "high": float(high), "coverage": coverage},
-        }
-        for value, low, high in zip(values, lows, highs, strict=True)
+        {"value": value, "interval": {"low": low, "high": high, "coverage": coverage}}
+        for value, low, high in zip(
+            np.asarray(values, dtype=np.float64).tolist(),
+            np.asarray(lows, dtype=np.float64).tolist(),
+            np.asarray(highs, dtype=np.float64).tolist(),
+            strict=True,
+        )
     ]
 
 
