@@ -62,6 +62,7 @@ This script is plain Python: Locust (gevent) only ever runs as a subprocess. ::
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import csv
 import datetime as dt
@@ -226,12 +227,13 @@ def contenders(
     def uvi(app: str, name: str) -> list[str]:
         return [uvicorn, app, "--host", "127.0.0.1", "--port", str(port_of[name])]
 
-    def tabserve_variant(name: str, what: str, **env: str) -> Contender:
-        """(1), the batched service, with some settings changed."""
+    def tabserve_variant(name: str, what: str, *args: str, **env: str) -> Contender:
+        """(1), the batched service, with some settings (or ``bentoml serve`` arguments)
+        changed."""
         return Contender(
             name,
             f"tabserve, adaptive batching, {what}",
-            serve("service:Tabserve", name),
+            [*serve("service:Tabserve", name), *args],
             env={"TABSERVE_WORKERS": str(workers), **env},
             has_metrics=True,
         )
@@ -299,16 +301,11 @@ def contenders(
         ),
         *(
             [
-                Contender(
+                tabserve_variant(
                     against_name(against[0]),
-                    f"tabserve, adaptive batching, as of {against[0]}",
-                    [
-                        *serve("service:Tabserve", against_name(against[0])),
-                        "--working-dir",
-                        str(against[1]),
-                    ],
-                    env={"TABSERVE_WORKERS": str(workers), "PYTHONPATH": str(against[1])},
-                    has_metrics=True,
+                    f"as of {against[0]}",
+                    *("--working-dir", str(against[1])),
+                    PYTHONPATH=str(against[1]),
                 )
             ]
             if against
@@ -327,13 +324,16 @@ def checkout(revision: str, out: Path) -> Path:
     ``--against``; :func:`remove_checkout` removes it."""
     directory = out / f"against-{revision.replace('/', '_')}"
     remove_checkout(directory)
-    subprocess.run(
+    added = subprocess.run(
         ["git", "worktree", "add", "--detach", str(directory), revision],
         cwd=REPO,
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if added.returncode != 0:
+        raise ValueError(f"--against {revision}: {added.stderr.strip() or 'git worktree failed'}")
+    atexit.register(remove_checkout, directory)  # whatever way the benchmark ends
     return directory
 
 
@@ -1295,7 +1295,10 @@ def main(argv: list[str] | None = None) -> int:
         after_burst=not args.no_after_burst,
         py_spy=args.py_spy,
     )
-    against = (args.against, checkout(args.against, workdir)) if args.against else None
+    try:
+        against = (args.against, checkout(args.against, workdir)) if args.against else None
+    except ValueError as exc:
+        parser.error(str(exc))
     extra = (against_name(args.against),) if args.against else ()
     ports = {name: free_port() for name in (*CONTENDERS, *EXTRA_CONTENDERS, *extra)}
     wanted = set(args.only.split(",")) if args.only else {*CONTENDERS, "flood"}
@@ -1325,8 +1328,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
     # Every contender run, in report order (drift-off ran on one profile only).
     cont = [c for c in contenders(ports, "", args.workers, against) if c.name in wanted]
-    if against:
-        remove_checkout(against[1])
     flood = None
     if run_flood:
         default = next(p for p in profiles if p.name == "default")

@@ -337,7 +337,7 @@ def classification_answers(classes: list[Label], proba: np.ndarray) -> list[dict
     """One ``{"label", "probabilities"}`` answer per row of class probabilities."""
     keys = [str(c) for c in classes]
     # Whole-array argmax and tolist (Python floats): a tenth of the cost row by row.
-    best = np.argmax(proba, axis=1).tolist() if len(proba) else []
+    best = np.argmax(proba, axis=1).tolist()
     return [
         {"label": classes[i], "probabilities": dict(zip(keys, p, strict=True))}
         for i, p in zip(best, proba.tolist(), strict=True)

@@ -132,7 +132,7 @@ class FeatureSchema(BaseModel):
     @property
     def feature_names(self) -> list[str]:
         """Feature names in model input order."""
-        return [f.name for f in self.features]
+        return list(self._names)
 
     @cached_property
     def _names(self) -> tuple[str, ...]:
@@ -224,23 +224,20 @@ class FeatureSchema(BaseModel):
         if isinstance(rows, pd.DataFrame):
             return self._encode_frame(rows)
         records = rows if isinstance(rows, list) else list(rows)
-        names, getters, coders = self.feature_names, self._getters, self._coders
-        own = self._names
+        own, getters, coders = self._names, self._getters, self._coders
         values = []
         try:
             for row in records:
                 if type(row) is SchemaRow and row.names is own:  # validated: values as they are
                     cells = list(row.values_in_order)
-                    for index, code in coders:
-                        cells[index] = code(cells[index])
-                    values.append(cells)
-                elif list(row) == names:  # every feature, in schema order
+                elif tuple(row) == own:  # every feature, in schema order
                     cells = list(row.values())
-                    for index, code in coders:
-                        cells[index] = code(cells[index])
-                    values.append(cells)
                 else:
                     values.append([get(row) for get in getters])
+                    continue
+                for index, code in coders:
+                    cells[index] = code(cells[index])
+                values.append(cells)
             matrix = np.array(values, dtype=np.float64)
         except (TypeError, ValueError, AttributeError):
             return self._encode_frame(pd.DataFrame(records))

@@ -109,3 +109,12 @@ def test_against_a_revision_adds_the_batched_service_served_from_its_checkout(
     assert rev.command[rev.command.index("--working-dir") + 1] == str(tmp_path)
     assert rev.command[rev.command.index("--port") + 1] == "2000"
     assert rev.env["PYTHONPATH"] == str(tmp_path) and rev.has_metrics
+
+
+def test_an_unknown_revision_is_a_clear_error(tmp_path: Path) -> None:
+    import pytest
+
+    from load_tests.bench import checkout
+
+    with pytest.raises(ValueError, match=r"--against no-such-revision-here: .*invalid reference"):
+        checkout("no-such-revision-here", tmp_path)
