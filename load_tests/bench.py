@@ -34,8 +34,9 @@ waiting once the load is gone?). On the ``heavy`` profile they also run the firs
 with single-row requests only (``SINGLE_ROWS``): a batch request of 10 to 100 rows
 already amortises its model call, so the mixed load bounds what batching can buy there.
 ``--repeat N`` runs the whole round N times, contenders
-interleaved, so that every ratio is measured side by side N times; the report gives
-medians and the spread.
+interleaved (every other round in reverse order, so that no contender always runs before
+another), so that every ratio is measured side by side N times; the report gives medians
+and the spread.
 
 Then a **login flood** scenario (``flood``; ``load_tests/flood.py``) on the default
 profile: the batched service, with the production argon2 parameters, takes 400 wrong
@@ -77,10 +78,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -90,6 +91,7 @@ from load_tests.profiles import BUILT_PROFILES, PROFILE_NAMES, BuiltProfile, bui
 from load_tests.profiles import default_profile as pipeline_profile
 from load_tests.scrape import Batches, batches
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "load_tests" / "results"
@@ -831,6 +833,15 @@ def model_identity(model_tag: str, bentoml_home: Path) -> dict[str, str]:
     return identity
 
 
+def round_order(contenders: Sequence[T], round_: int) -> list[T]:
+    """The order contenders run in, in round ``round_`` (from 1): every other round reversed.
+
+    Each pair of contenders swaps places from one round to the next, so no ratio carries
+    the bias of one contender always running first, or always just after the other.
+    """
+    return list(contenders) if round_ % 2 else list(reversed(contenders))
+
+
 # ---- aggregation over rounds ---------------------------------------------------------
 def ratio(a: float, b: float) -> str:
     """``a / b`` as ``1.23×``, or n/a."""
@@ -1316,7 +1327,7 @@ def main(argv: list[str] | None = None) -> int:
                 if c.name in wanted
                 and (c.name not in DEFAULT_PROFILE_ONLY or profile.name == "default")
             ]
-            for contender in racing:
+            for contender in round_order(racing, round_):
                 results += bench_contender(
                     contender,
                     profile,

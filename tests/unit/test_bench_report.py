@@ -14,6 +14,7 @@ from load_tests.bench import (
     Spread,
     profile_lines,
     ratio_spread,
+    round_order,
     targets,
 )
 from load_tests.profiles import BuiltProfile
@@ -118,3 +119,15 @@ def test_an_unknown_revision_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"--against no-such-revision-here: .*invalid reference"):
         checkout("no-such-revision-here", tmp_path)
+
+
+def test_every_pair_of_contenders_swaps_places_from_one_round_to_the_next() -> None:
+    names = ["batched", "unbatched", "fastapi", "batched@HEAD~1"]
+    assert round_order(names, 1) == names
+    assert round_order(names, 2) == names[::-1]
+    assert round_order(names, 3) == names
+    first, second = (round_order(names, r) for r in (1, 2))
+    for a in names:
+        for b in names:
+            if a != b:
+                assert (first.index(a) < first.index(b)) != (second.index(a) < second.index(b))
