@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tabserve.drift import DriftWindow, build_reference, compare, feature_bins, psi
+from tabserve.drift import (
+    DriftWindow,
+    FeatureBinner,
+    bin_numbers,
+    build_reference,
+    compare,
+    feature_bins,
+    psi,
+)
 from tabserve.predictor import Predictor
 from tabserve.schema import infer_schema
 
@@ -89,3 +97,26 @@ def test_compare_matches_the_window() -> None:
     reference = build_reference(schema, schema.encode(frame), predictor.predict(frame))
     bins = feature_bins(reference, schema.encode(frame.iloc[:300]))
     assert compare(reference, bins).rows == 300
+
+
+def test_the_binner_bins_every_column_as_bin_numbers_does_one_column() -> None:
+    predictor, frame = _model()
+    schema = predictor.schema
+    reference = build_reference(schema, schema.encode(frame), predictor.predict(frame))
+    matrix = schema.encode(frame.iloc[:400]).copy()
+    x, z = (schema.feature_names.index(name) for name in ("x", "z"))
+    edges = reference.features[x].edges or []
+    # values on the edges, just either side of them, infinite and missing
+    matrix[: len(edges), x] = edges
+    matrix[len(edges) : 2 * len(edges), x] = np.nextafter(edges, np.inf)
+    matrix[2 * len(edges) : 2 * len(edges) + 3, x] = [np.inf, -np.inf, np.nan]
+    bins = FeatureBinner(reference)(matrix)
+    for index, profile in enumerate(reference.features):
+        column = matrix[:, index]
+        if profile.kind == "numeric":
+            expected = bin_numbers(column, profile.edges or [])
+        else:
+            expected = np.where(np.isnan(column), -1, column).astype(np.int64)
+        assert bins[:, index].tolist() == expected.tolist(), profile.name
+    assert (bins[:, z] == -1).sum() == np.isnan(matrix[:, z]).sum() > 0
+    assert bins.dtype == np.int64
