@@ -90,8 +90,10 @@ from load_tests.processes import free_port, running
 from load_tests.profiles import BUILT_PROFILES, PROFILE_NAMES, BuiltProfile, build_profile
 from load_tests.profiles import default_profile as pipeline_profile
 from load_tests.scrape import Batches, batches
+from tabserve.bundle import REFERENCE_FILE
 
 T = TypeVar("T")
+NONE = "none"
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "load_tests" / "results"
@@ -818,10 +820,12 @@ def flood_targets(result: dict[str, Any] | None) -> list[tuple[str, bool | None,
 
 
 def model_identity(model_tag: str, bentoml_home: Path) -> dict[str, str]:
-    """The BentoML model served and the registry version behind ``@champion``."""
+    """The BentoML model served, whether it has a drift reference, and the registry
+    version behind ``@champion``."""
     identity = {"bentoml_tag": model_tag}
     with contextlib.suppress(Exception):
         directory = bundle_dir(bentoml_home, model_tag)
+        identity["drift_reference"] = "yes" if (directory / REFERENCE_FILE).is_file() else NONE
         lineage = json.loads((directory / "lineage.json").read_text())
         identity["bentoml_tag"] = f"{model_tag.split(':')[0]}:{directory.name}"
         identity["bentoml_registry_version"] = str(lineage.get("registry_version"))
@@ -1318,6 +1322,14 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_average = f"{os.getloadavg()[0]:.2f}"
     identity = model_identity(args.model_tag, bentoml_home)
+    if identity.get("drift_reference") == NONE and "drift-off" in wanted:
+        print(
+            f"!! {identity['bentoml_tag']} has no drift reference ({REFERENCE_FILE}: trained "
+            "before drift gauges?), so batched serves no drift gauges either and drift-off "
+            "measures nothing; `make train` retrains it",
+            file=sys.stderr,
+            flush=True,
+        )
     results: list[RunResult] = []
     for round_ in range(1, rounds + 1):
         for profile in profiles:

@@ -365,6 +365,7 @@ def cache_key(spec: ProfileSpec) -> str:
         (REPO / "tabserve" / "schema.py").read_text(),
         (REPO / "tabserve" / "bundle.py").read_text(),
         (REPO / "tabserve" / "pyfunc.py").read_text(),
+        (REPO / "tabserve" / "drift.py").read_text(),
         xgboost.__version__,
         sklearn.__version__,
         pd.__version__,
@@ -434,7 +435,8 @@ def import_profile(
     mlflow_run_id: str = "not logged",
 ) -> tuple[str, FittedProfile]:
     """Import profile ``name``'s model (trained now unless ``fitted`` is given) into the
-    BentoML home ``home``, as the pipeline's ``import`` stage does.
+    BentoML home ``home``, as the pipeline's ``import`` stage does: with the drift
+    reference of its rows, so that the service keeps its drift window, as in production.
 
     Returns the model's tag (``bench-<name>:v1`` unless given) and the fitted profile.
     """
@@ -452,7 +454,10 @@ def import_profile(
         model_sha256="",  # filled in by import_booster
         created_at=dt.datetime.now(dt.UTC).isoformat(),
     )
-    import_booster(home, tag, fitted.booster, fitted.schema, lineage, fitted.examples)
+    features = fitted.frame.drop(columns=[fitted.spec.target])  # the drift reference's rows
+    import_booster(
+        home, tag, fitted.booster, fitted.schema, lineage, fitted.examples, features=features
+    )
     return tag, fitted
 
 
