@@ -10,6 +10,9 @@ import xgboost as xgb
 from tabserve.drift import (
     DriftWindow,
     FeatureBinner,
+    FeatureProfile,
+    PredictionProfile,
+    Reference,
     bin_numbers,
     build_reference,
     compare,
@@ -120,3 +123,40 @@ def test_the_binner_bins_every_column_as_bin_numbers_does_one_column() -> None:
         assert bins[:, index].tolist() == expected.tolist(), profile.name
     assert (bins[:, z] == -1).sum() == np.isnan(matrix[:, z]).sum() > 0
     assert bins.dtype == np.int64
+
+
+def _profile(name: str, kind: str, edges: list[float] | None) -> FeatureProfile:
+    bins = len(edges) + 1 if edges is not None else 3
+    return FeatureProfile(
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        edges=edges,
+        labels=[str(i) for i in range(bins)],
+        shares=[1 / bins] * bins,
+        missing_rate=0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "profiles",
+    [
+        [_profile("a", "categorical", None), _profile("b", "categorical", None)],  # no numbers
+        [_profile("a", "numeric", []), _profile("b", "numeric", [])],  # constant columns
+        [_profile("a", "numeric", [0.5]), _profile("b", "numeric", [-1.0, 0.0, 2.0])],
+    ],
+    ids=["all-categorical", "no-edges", "uneven-edges"],
+)
+def test_the_binner_handles_tables_without_numbers_and_features_without_edges(
+    profiles: list[FeatureProfile],
+) -> None:
+    prediction = PredictionProfile(statistic="class", labels=["0", "1"], shares=[0.5, 0.5])
+    reference = Reference(rows=10, features=profiles, prediction=prediction)
+    matrix = np.array([[0.0, 2.0], [1.0, np.nan], [2.0, -1.0], [np.nan, 0.1]])
+    bins = FeatureBinner(reference)(matrix)
+    for index, profile in enumerate(profiles):
+        column = matrix[:, index]
+        if profile.kind == "numeric":
+            expected = bin_numbers(column, profile.edges or [])
+        else:
+            expected = np.where(np.isnan(column), -1, column).astype(np.int64)
+        assert bins[:, index].tolist() == expected.tolist()
