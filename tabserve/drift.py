@@ -201,32 +201,21 @@ class FeatureBinner:
 
     def __init__(self, reference: Reference) -> None:
         kinds = [profile.kind for profile in reference.features]
-        self.numeric = np.array([i for i, k in enumerate(kinds) if k != "categorical"], dtype=int)
-        self.categorical = np.array(
-            [i for i, k in enumerate(kinds) if k == "categorical"], dtype=int
-        )
+        self.numeric = [i for i, kind in enumerate(kinds) if kind == "numeric"]
+        self.categorical = [i for i, kind in enumerate(kinds) if kind == "categorical"]
         edges = [reference.features[i].edges or [] for i in self.numeric]
-        width = max((len(e) for e in edges), default=0)
-        # (edge, feature): one slice of the comparison per edge rank, summed over ranks
-        self.edges = np.full((width, len(edges)), np.inf)
+        # (edge rank, feature): the comparison is summed over the ranks
+        self.edges = np.full((max(map(len, edges), default=0), len(edges)), np.inf)
         for column, feature_edges in enumerate(edges):
             self.edges[: len(feature_edges), column] = feature_edges
-        self.count_dtype = np.uint8 if width < 256 else np.int64
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         """The bin of every cell of an encoded matrix, ``(rows, features)``; missing is -1."""
         bins = np.empty(matrix.shape, dtype=np.int64)
-        numbers = matrix[:, self.numeric] if len(self.categorical) else matrix
-        above = numbers[None, :, :] > self.edges[:, None, :]
-        if self.count_dtype is np.uint8:
-            above = above.view(np.uint8)  # summed as bytes: 5 times faster than as bools
-        counts = np.add.reduce(above, axis=0, dtype=self.count_dtype)
-        if len(self.categorical):
-            bins[:, self.numeric] = counts
-            codes = matrix[:, self.categorical]
-            bins[:, self.categorical] = np.nan_to_num(codes, nan=-1)
-        else:
-            bins[:] = counts
+        above = matrix[None, :, self.numeric] > self.edges[:, None, :]
+        # summed as bytes into 16-bit counts: 5 times faster than summing bools
+        bins[:, self.numeric] = np.add.reduce(above.view(np.uint8), axis=0, dtype=np.uint16)
+        bins[:, self.categorical] = np.nan_to_num(matrix[:, self.categorical], nan=-1)
         bins[np.isnan(matrix)] = -1
         return bins
 
