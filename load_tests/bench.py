@@ -45,11 +45,14 @@ single-row predictions; the p99 of those predictions is reported beside the p99 
 same prediction load alone. The flood comes once from one client, then from 400
 (``X-Forwarded-For`` through a trusted proxy), so that every login reaches argon2.
 
-Every contender runs one worker process (``--workers 2``: two, and nothing pinned); the
-server is pinned to CPU 0 and Locust to CPU 1 (``taskset``) when the machine has two
-cores or more. For each number of concurrent users, Locust runs headless with zero think
-time (a closed loop at full speed); statistics are reset once every user has logged in
-and warmed up, so logins (argon2) are not measured. Results:
+Every contender runs one worker process, the server pinned to CPU 0 and Locust to CPU 1
+(``taskset``) when the machine has two cores or more. ``--workers 2``: two worker
+processes each, nothing pinned (Locust shares the cores). ``--workers 1,2``: both, side
+by side in every round (the worker counts alternate like the contenders), and the report
+sets each ratio with two workers beside the same ratio with one. For each number of
+concurrent users, Locust runs headless with zero think time (a closed loop at full
+speed); statistics are reset once every user has logged in and warmed up, so logins
+(argon2) are not measured. Results:
 ``load_tests/results/report.md``, Plotly charts ``throughput.html`` and ``latency.html``,
 and per run Locust's CSV and HTML report.
 
@@ -79,7 +82,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -188,6 +191,7 @@ class RunResult:
     cpu_ms_per_request: float | None = None
     mean_batch_rows: float | None = None
     error: str = ""
+    workers: int = 1
 
 
 def scraped(url: str) -> Batches | None:
@@ -196,6 +200,12 @@ def scraped(url: str) -> Batches | None:
         return batches(url)
     except httpx.HTTPError:
         return None
+
+
+def workers_suffix(workers: int) -> str:
+    """What the file names of a run with ``workers`` worker processes carry: ``_w2``, or
+    nothing for one worker."""
+    return f"_w{workers}" if workers > 1 else ""
 
 
 def pinning(workers: int) -> tuple[list[str], list[str], str]:
@@ -602,7 +612,10 @@ def run_level(
     out = (
         RESULTS
         / "runs"
-        / (f"{result.profile}_{contender.name}_u{result.users}{suffix}_r{result.round}")
+        / (
+            f"{result.profile}_{contender.name}{workers_suffix(result.workers)}"
+            f"_u{result.users}{suffix}_r{result.round}"
+        )
     )
     marker = out.with_suffix(".reset")
     marker.unlink(missing_ok=True)
@@ -655,8 +668,10 @@ def bench_contender(
     server_env: dict[str, str],
     locust_env: dict[str, str],
     port: int,
+    workers: int = 1,
 ) -> list[RunResult]:
-    """Start one contender, run every user level (and one user after the burst), stop it."""
+    """Start one contender (``workers`` worker processes), run every user level (and one
+    user after the burst), stop it."""
     url = f"http://127.0.0.1:{port}"
     runs = RESULTS / "runs"
     results: list[RunResult] = []
@@ -665,12 +680,17 @@ def bench_contender(
         levels.append((load.users_levels[0], SINGLE_ROWS))
     if load.after_burst and contender.name in AFTER_BURST_CONTENDERS:
         levels.append((1, AFTER_BURST))
-    print(f">> {profile.name} / {contender.name}: {contender.title} (round {round_})", flush=True)
+    several = f", {workers} workers" if workers > 1 else ""
+    print(
+        f">> {profile.name} / {contender.name}: {contender.title} (round {round_}{several})",
+        flush=True,
+    )
     try:
         with running(
             [*load.pins[0], *contender.command],
             ready_url=url + contender.ready_path,
-            log=runs / f"{profile.name}_{contender.name}_r{round_}.server.log",
+            log=runs
+            / f"{profile.name}_{contender.name}{workers_suffix(workers)}_r{round_}.server.log",
             env={**server_env, **contender.env},
             cwd=REPO,
             name=contender.name,
@@ -679,7 +699,9 @@ def bench_contender(
         ) as process:
             for users, phase in levels:
                 burst = phase == AFTER_BURST
-                result = RunResult(contender.name, users, profile.name, round_, phase)
+                result = RunResult(
+                    contender.name, users, profile.name, round_, phase, workers=workers
+                )
                 results.append(
                     run_level(
                         contender,
@@ -697,7 +719,15 @@ def bench_contender(
         print(f"   {contender.name} failed: {exc}", flush=True)
         done = {(r.users, r.phase) for r in results}
         results.extend(
-            RunResult(contender.name, u, profile.name, round_, phase, error=str(exc)[:300])
+            RunResult(
+                contender.name,
+                u,
+                profile.name,
+                round_,
+                phase,
+                error=str(exc)[:300],
+                workers=workers,
+            )
             for u, phase in levels
             if (u, phase) not in done
         )
@@ -990,12 +1020,12 @@ def targets(results: list[RunResult], profile: str) -> list[Check]:
 
 # ---- report --------------------------------------------------------------------------
 def profile_lines(
-    results: list[RunResult], profile: BuiltProfile, cont: list[Contender]
+    results: list[RunResult], profile: BuiltProfile, cont: list[Contender], heading: str = ""
 ) -> list[str]:
     """The report's section on one profile: a table per level, then its targets."""
     mine = [r for r in results if r.profile == profile.name]
     rounds = len({r.round for r in mine})
-    lines = [f"## Profile {profile.describe()}", ""]
+    lines = [f"## Profile {profile.describe()}{heading}", ""]
     if rounds > 1:
         lines += [
             f"Medians over {rounds} rounds, the range in parentheses; each ratio is taken "
@@ -1053,6 +1083,120 @@ def profile_lines(
             lines.append(f"| {text} | {mark} | {measured} |")
         lines.append("")
     return lines
+
+
+def with_workers(results: list[RunResult], workers: int) -> list[RunResult]:
+    """The runs made with ``workers`` worker processes per contender."""
+    return [r for r in results if r.workers == workers]
+
+
+def within_noise(a: Spread, b: Spread) -> bool | None:
+    """Whether two spreads of one ratio agree: the median of each lies within the other's
+    range (None with a single round: no range to compare with)."""
+    if a.n < 2 or b.n < 2:
+        return None
+    return a.low <= b.median <= a.high or b.low <= a.median <= b.high
+
+
+def cpu_ratio_spread(
+    results: list[RunResult], profile: str, users: int, phase: str = "load"
+) -> Spread | None:
+    """Server CPU per request, unbatched ÷ batched, per round, over the rounds."""
+    values = []
+    for round_ in sorted({r.round for r in results}):
+        a, b = (
+            [
+                r.cpu_ms_per_request
+                for r in good(runs_of(results, profile, name, users, phase))
+                if r.round == round_ and r.cpu_ms_per_request
+            ]
+            for name in ("unbatched", "batched")
+        )
+        if a and b:
+            values.append(a[0] / b[0])
+    return Spread.of(values)
+
+
+def workers_lines(results: list[RunResult], profiles: list[BuiltProfile]) -> list[str]:
+    """With several worker counts: each ratio of (1) with more workers beside the same
+    ratio with the fewest, measured in the same rounds."""
+    counts = sorted({r.workers for r in results})
+    if len(counts) < 2:
+        return []
+    base = counts[0]
+    lines = [
+        f"## {' and '.join(map(str, counts[1:]))} workers against {base}",
+        "",
+        "Each ratio taken within a round, with each number of worker processes per contender "
+        "(the worker counts ran side by side in every round); within noise: the median of "
+        "each lies within the other's range over the rounds. Server CPU: unbatched ÷ batched "
+        "server CPU per request (Locust's own CPU left out).",
+        "",
+        "| profile | users | ratio | "
+        + " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in counts)
+        + " | within noise |",
+        "|---|---|---|" + "---:|" * len(counts) + "---|",
+    ]
+    for profile in profiles:
+        mine = [r for r in results if r.profile == profile.name]
+        cells = sorted({(r.users, r.phase) for r in mine if r.phase != AFTER_BURST})
+        others = list(dict.fromkeys(r.contender for r in mine if r.contender != "batched"))
+        for users, phase in cells:
+            where = f"{users}" + (", single rows" if phase == SINGLE_ROWS else "")
+            rows: list[tuple[str, list[Spread | None]]] = [
+                (
+                    f"batched ÷ {other}",
+                    [
+                        ratio_spread(with_workers(mine, w), profile.name, users, other, phase=phase)
+                        for w in counts
+                    ],
+                )
+                for other in others
+            ]
+            rows.append(
+                (
+                    "server CPU",
+                    [
+                        cpu_ratio_spread(with_workers(mine, w), profile.name, users, phase)
+                        for w in counts
+                    ],
+                )
+            )
+            for name, spreads in rows:
+                first = spreads[0]
+                if first is None or all(s is None for s in spreads[1:]):
+                    continue
+                agree = [within_noise(first, s) for s in spreads[1:] if s is not None]
+                verdict = (
+                    "n/a (one round)"
+                    if any(a is None for a in agree)
+                    else ("yes" if all(agree) else "**no**")
+                )
+                lines.append(
+                    f"| {profile.name} | {where} | {name} | "
+                    + " | ".join(s.text("×", 2) if s else "" for s in spreads)
+                    + f" | {verdict} |"
+                )
+    return [*lines, ""]
+
+
+def labelled(
+    results: list[RunResult], cont: list[Contender]
+) -> tuple[list[RunResult], dict[str, str]]:
+    """The runs and contender titles for the charts: with several worker counts, each
+    contender with more workers than the fewest is a line of its own."""
+    counts = sorted({r.workers for r in results})
+    titles = {c.name: c.title for c in cont}
+    if len(counts) < 2:
+        return results, titles
+    out = []
+    for r in results:
+        if r.workers != counts[0]:
+            name = f"{r.contender} ×{r.workers}"
+            titles[name] = f"{titles[r.contender]}, {r.workers} workers"
+            r = replace(r, contender=name)
+        out.append(r)
+    return out, titles
 
 
 def write_charts(
@@ -1157,8 +1301,16 @@ def write_report(
         "`mlflow` has no authentication (and no explanations); `constant` does no work.",
         "",
     ]
-    for profile in profiles:
-        lines += profile_lines(results, profile, cont)
+    counts = sorted({r.workers for r in results})
+    for workers in counts:
+        heading = (
+            f", {workers} worker{'s' if workers > 1 else ''} per contender"
+            if len(counts) > 1
+            else ""
+        )
+        for profile in profiles:
+            lines += profile_lines(with_workers(results, workers), profile, cont, heading)
+    lines += workers_lines(results, profiles)
     if flood is not None:
         lines += flood_lines(flood)
         lines += ["| target | met | measured |", "|---|---|---|"]
@@ -1169,8 +1321,8 @@ def write_report(
     lines += [
         "Charts: [throughput](throughput.html), [latency](latency.html). Per run: Locust's "
         "HTML report and CSV stats in `runs/` (`<profile>_<contender>_u<users>_r<round>.html`, "
-        "`_stats.csv`), server logs `runs/<profile>_<contender>_r<round>.server.log`. Raw "
-        "numbers: `results.json`.",
+        "`_stats.csv`; `<contender>_w2` with two workers), server logs "
+        "`runs/<profile>_<contender>_r<round>.server.log`. Raw numbers: `results.json`.",
         "",
     ]
     path = RESULTS / "report.md"
@@ -1197,7 +1349,10 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default=None, help="comma-separated contender names (and/or flood)"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="worker processes per contender (2: not pinned)"
+        "--workers",
+        default="1",
+        help="worker processes per contender (2: not pinned); several, e.g. 1,2: each, side "
+        "by side in every round, and the ratios compared",
     )
     parser.add_argument(
         "--against",
@@ -1230,6 +1385,12 @@ def main(argv: list[str] | None = None) -> int:
         help="sample each server with py-spy during its runs (runs/*.collapsed, *.top.txt)",
     )
     args = parser.parse_args(argv)
+    try:
+        worker_counts = sorted({int(w) for w in args.workers.split(",") if w})
+    except ValueError:
+        parser.error(f"--workers: comma-separated numbers, not {args.workers!r}")
+    if not worker_counts or worker_counts[0] < 1:
+        parser.error(f"--workers: at least one worker, not {args.workers!r}")
     users_levels = [int(u) for u in (args.users or ("32" if args.quick else "32,64")).split(",")]
     seconds = args.seconds or (8 if args.quick else 15)
     rounds = args.repeat or (1 if args.quick else 3)
@@ -1301,15 +1462,18 @@ def main(argv: list[str] | None = None) -> int:
             "TABSERVE_LOAD_BATCH": args.batch,
         }
 
-    server_pin, locust_pin, pin_text = pinning(args.workers)
-    load = Load(
-        users_levels,
-        seconds,
-        args.warmup,
-        (server_pin, locust_pin),
-        after_burst=not args.no_after_burst,
-        py_spy=args.py_spy,
-    )
+    pin_texts = {}
+    loads = {}
+    for workers in worker_counts:
+        server_pin, locust_pin, pin_texts[workers] = pinning(workers)
+        loads[workers] = Load(
+            users_levels,
+            seconds,
+            args.warmup,
+            (server_pin, locust_pin),
+            after_burst=not args.no_after_burst,
+            py_spy=args.py_spy,
+        )
     try:
         against = (args.against, checkout(args.against, workdir)) if args.against else None
     except ValueError as exc:
@@ -1333,30 +1497,36 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     for round_ in range(1, rounds + 1):
         for profile in profiles:
-            racing = [
-                c
-                for c in contenders(ports, profile.mlflow_model, args.workers, against)
-                if c.name in wanted
-                and (c.name not in DEFAULT_PROFILE_ONLY or profile.name == "default")
-            ]
-            for contender in round_order(racing, round_):
-                results += bench_contender(
-                    contender,
-                    profile,
-                    round_,
-                    load,
-                    server_env(profile),
-                    locust_env(profile),
-                    ports[contender.name],
-                )
+            for workers in round_order(worker_counts, round_):
+                racing = [
+                    c
+                    for c in contenders(ports, profile.mlflow_model, workers, against)
+                    if c.name in wanted
+                    and (c.name not in DEFAULT_PROFILE_ONLY or profile.name == "default")
+                ]
+                for contender in round_order(racing, round_):
+                    results += bench_contender(
+                        contender,
+                        profile,
+                        round_,
+                        loads[workers],
+                        server_env(profile),
+                        locust_env(profile),
+                        ports[contender.name],
+                        workers,
+                    )
     # Every contender run, in report order (drift-off ran on one profile only).
-    cont = [c for c in contenders(ports, "", args.workers, against) if c.name in wanted]
+    cont = [c for c in contenders(ports, "", worker_counts[0], against) if c.name in wanted]
     flood = None
     if run_flood:
         default = next(p for p in profiles if p.name == "default")
-        batched = contenders(ports, default.mlflow_model, args.workers)[0]
+        batched = contenders(ports, default.mlflow_model, worker_counts[0])[0]
         flood = bench_login_flood(
-            batched, server_env(default), locust_env(default), load.pins, ports["batched"]
+            batched,
+            server_env(default),
+            locust_env(default),
+            loads[worker_counts[0]].pins,
+            ports["batched"],
         )
     meta = {
         "started": started,
@@ -1364,7 +1534,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": (
             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         ),
-        "pinning": pin_text,
+        "pinning": "; ".join(
+            f"{w} worker{'s' if w > 1 else ''}: {pin_texts[w]}" for w in worker_counts
+        )
+        if len(worker_counts) > 1
+        else pin_texts[worker_counts[0]],
         "load": load_average,
         "model": ", ".join(f"{k} {v}" for k, v in identity.items()),
         "mix": BENCH_MIX,
@@ -1372,7 +1546,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "warmup": args.warmup,
         "rounds": rounds,
-        "workers": args.workers,
+        "workers": ", ".join(map(str, worker_counts)),
         "server_env": " ".join(args.server_env) or "defaults",
     }
     (RESULTS / "results.json").write_text(
@@ -1387,7 +1561,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if good(results):
-        write_charts(results, {c.name: c.title for c in cont}, [p.name for p in profiles])
+        write_charts(*labelled(results, cont), [p.name for p in profiles])
     report = write_report(results, cont, profiles, meta, flood)
     print(f"\n{report.read_text()}")
     return 0

@@ -12,10 +12,14 @@ from load_tests.bench import (
     SINGLE_ROWS,
     RunResult,
     Spread,
+    contenders,
+    labelled,
     profile_lines,
     ratio_spread,
     round_order,
     targets,
+    with_workers,
+    workers_lines,
 )
 from load_tests.profiles import BuiltProfile
 
@@ -66,11 +70,15 @@ def test_a_failed_contender_fails_the_zero_failure_target() -> None:
     assert zero[1] is False and "unbatched" in zero[2]
 
 
-def test_the_report_section_lists_every_level_and_the_targets() -> None:
-    profile = BuiltProfile(
+def _profile() -> BuiltProfile:
+    return BuiltProfile(
         *("default", "t", "/home", "tabserve:v1", "models:/m", "sqlite://", "rows.json"),
         *(100, 30, 0, 0, 2, 100, 3, 2.5, 0.3, 0.9),
     )
+
+
+def test_the_report_section_lists_every_level_and_the_targets() -> None:
+    profile = _profile()
     from load_tests.bench import Contender
 
     cont = [Contender(n, n, []) for n in ("batched", "unbatched", "fastapi")]
@@ -131,3 +139,41 @@ def test_every_pair_of_contenders_swaps_places_from_one_round_to_the_next() -> N
         for b in names:
             if a != b:
                 assert (first.index(a) < first.index(b)) != (second.index(a) < second.index(b))
+
+
+def test_two_workers_are_set_beside_one_ratio_by_ratio() -> None:
+    def both(round_: int, one: tuple[float, float], two: tuple[float, float]) -> list[RunResult]:
+        runs = []
+        for workers, (batched, unbatched) in ((1, one), (2, two)):
+            for name, rps in (("batched", batched), ("unbatched", unbatched)):
+                cpu = 1000 / rps  # server CPU per request in proportion to 1 / throughput
+                runs.append(_run(name, 32, round_, rps, workers=workers, cpu_ms_per_request=cpu))
+        return runs
+
+    # one worker: 1.5× then 2.0×; two workers: 1.6× then 2.2× (agree), and 1.1× (does not)
+    agreeing = [*both(1, (1500, 1000), (1600, 1000)), *both(2, (1000, 500), (1100, 500))]
+    lines = workers_lines(agreeing, [_profile()])
+    row = next(line for line in lines if "batched ÷ unbatched" in line)
+    assert "| 1.75× (1.50–2.00) | 1.90× (1.60–2.20) | yes |" in row
+    cpu = next(line for line in lines if "| server CPU |" in line)
+    assert "| 1.75× (1.50–2.00) | 1.90× (1.60–2.20) | yes |" in cpu
+    apart = [*both(1, (1500, 1000), (1100, 1000)), *both(2, (1000, 500), (1100, 1000))]
+    row = next(line for line in workers_lines(apart, [_profile()]) if "÷ unbatched" in line)
+    assert row.endswith("| 1.10× (1.10–1.10) | **no** |")
+    one_round = [r for r in agreeing if r.round == 1]
+    row = next(line for line in workers_lines(one_round, [_profile()]) if "÷ unbatched" in line)
+    assert row.endswith("| n/a (one round) |")
+    assert workers_lines(with_workers(agreeing, 1), [_profile()]) == []
+
+
+def test_the_charts_draw_each_worker_count_as_a_line_of_its_own() -> None:
+    runs = [_run("batched", 32, 1, 1500), _run("batched", 32, 1, 1800, workers=2)]
+    cont = [
+        c
+        for c in contenders(dict.fromkeys((*CONTENDERS, *EXTRA_CONTENDERS), 1), "")
+        if c.name == "batched"
+    ]
+    out, titles = labelled(runs, cont)
+    assert [r.contender for r in out] == ["batched", "batched ×2"]
+    assert titles["batched ×2"] == "tabserve, adaptive batching, 2 workers"
+    assert labelled(runs[:1], cont) == (runs[:1], {"batched": "tabserve, adaptive batching"})
