@@ -19,7 +19,8 @@ DURATION ?= 60s
 SHAPE ?=
 LOAD_RESULTS := load_tests/results
 # make bench: extra arguments of `python -m load_tests.bench` (e.g. BENCH_ARGS=--quick,
-# BENCH_ARGS="--profiles heavy --repeat 1", BENCH_ARGS="--workers 2", and
+# BENCH_ARGS="--profiles heavy --repeat 1", BENCH_ARGS="--workers 1,2" (one and two
+# workers side by side), and
 # BENCH_ARGS="--quick --only batched --against HEAD~1" for a change side by side).
 BENCH_ARGS ?=
 
