@@ -202,6 +202,11 @@ def scraped(url: str) -> Batches | None:
         return None
 
 
+def workers_text(workers: int) -> str:
+    """``1 worker``, ``2 workers``."""
+    return f"{workers} worker{'s' if workers > 1 else ''}"
+
+
 def workers_suffix(workers: int) -> str:
     """What the file names of a run with ``workers`` worker processes carry: ``_w2``, or
     nothing for one worker."""
@@ -594,6 +599,7 @@ class Load:
     pins: tuple[list[str], list[str]]
     after_burst: bool = True
     py_spy: bool = False
+    workers: int = 1  # worker processes per contender (the contenders' commands carry it)
 
 
 def run_level(
@@ -668,10 +674,10 @@ def bench_contender(
     server_env: dict[str, str],
     locust_env: dict[str, str],
     port: int,
-    workers: int = 1,
 ) -> list[RunResult]:
-    """Start one contender (``workers`` worker processes), run every user level (and one
-    user after the burst), stop it."""
+    """Start one contender (``load.workers`` worker processes), run every user level (and
+    one user after the burst), stop it."""
+    workers = load.workers
     url = f"http://127.0.0.1:{port}"
     runs = RESULTS / "runs"
     results: list[RunResult] = []
@@ -680,7 +686,7 @@ def bench_contender(
         levels.append((load.users_levels[0], SINGLE_ROWS))
     if load.after_burst and contender.name in AFTER_BURST_CONTENDERS:
         levels.append((1, AFTER_BURST))
-    several = f", {workers} workers" if workers > 1 else ""
+    several = f", {workers_text(workers)}" if workers > 1 else ""
     print(
         f">> {profile.name} / {contender.name}: {contender.title} (round {round_}{several})",
         flush=True,
@@ -929,14 +935,22 @@ def ratio_spread(
     other: str,
     mine: str = "batched",
     phase: str = "load",
+    attr: str = "rps",
 ) -> Spread | None:
-    """``mine ÷ other`` throughput per round (side by side), over the rounds."""
+    """``mine ÷ other`` throughput (or another number of the runs, ``attr``) per round
+    (side by side), over the rounds."""
     values = []
     for round_ in sorted({r.round for r in results}):
-        a = [r for r in good(runs_of(results, profile, mine, users, phase)) if r.round == round_]
-        b = [r for r in good(runs_of(results, profile, other, users, phase)) if r.round == round_]
-        if a and b and b[0].rps > 0:
-            values.append(a[0].rps / b[0].rps)
+        a, b = (
+            [
+                getattr(r, attr)
+                for r in good(runs_of(results, profile, name, users, phase))
+                if r.round == round_ and getattr(r, attr)
+            ]
+            for name in (mine, other)
+        )
+        if a and b:
+            values.append(a[0] / b[0])
     return Spread.of(values)
 
 
@@ -1098,25 +1112,6 @@ def within_noise(a: Spread, b: Spread) -> bool | None:
     return a.low <= b.median <= a.high or b.low <= a.median <= b.high
 
 
-def cpu_ratio_spread(
-    results: list[RunResult], profile: str, users: int, phase: str = "load"
-) -> Spread | None:
-    """Server CPU per request, unbatched ÷ batched, per round, over the rounds."""
-    values = []
-    for round_ in sorted({r.round for r in results}):
-        a, b = (
-            [
-                r.cpu_ms_per_request
-                for r in good(runs_of(results, profile, name, users, phase))
-                if r.round == round_ and r.cpu_ms_per_request
-            ]
-            for name in ("unbatched", "batched")
-        )
-        if a and b:
-            values.append(a[0] / b[0])
-    return Spread.of(values)
-
-
 def workers_lines(results: list[RunResult], profiles: list[BuiltProfile]) -> list[str]:
     """With several worker counts: each ratio of (1) with more workers beside the same
     ratio with the fewest, measured in the same rounds."""
@@ -1133,7 +1128,7 @@ def workers_lines(results: list[RunResult], profiles: list[BuiltProfile]) -> lis
         "server CPU per request (Locust's own CPU left out).",
         "",
         "| profile | users | ratio | "
-        + " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in counts)
+        + " | ".join(map(workers_text, counts))
         + " | within noise |",
         "|---|---|---|" + "---:|" * len(counts) + "---|",
     ]
@@ -1157,7 +1152,11 @@ def workers_lines(results: list[RunResult], profiles: list[BuiltProfile]) -> lis
                 (
                     "server CPU",
                     [
-                        cpu_ratio_spread(with_workers(mine, w), profile.name, users, phase)
+                        ratio_spread(
+                            with_workers(mine, w),
+                            *(profile.name, users, "batched", "unbatched", phase),
+                            attr="cpu_ms_per_request",
+                        )
                         for w in counts
                     ],
                 )
@@ -1303,11 +1302,7 @@ def write_report(
     ]
     counts = sorted({r.workers for r in results})
     for workers in counts:
-        heading = (
-            f", {workers} worker{'s' if workers > 1 else ''} per contender"
-            if len(counts) > 1
-            else ""
-        )
+        heading = f", {workers_text(workers)} per contender" if len(counts) > 1 else ""
         for profile in profiles:
             lines += profile_lines(with_workers(results, workers), profile, cont, heading)
     lines += workers_lines(results, profiles)
@@ -1473,6 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
             (server_pin, locust_pin),
             after_burst=not args.no_after_burst,
             py_spy=args.py_spy,
+            workers=workers,
         )
     try:
         against = (args.against, checkout(args.against, workdir)) if args.against else None
@@ -1513,7 +1509,6 @@ def main(argv: list[str] | None = None) -> int:
                         server_env(profile),
                         locust_env(profile),
                         ports[contender.name],
-                        workers,
                     )
     # Every contender run, in report order (drift-off ran on one profile only).
     cont = [c for c in contenders(ports, "", worker_counts[0], against) if c.name in wanted]
@@ -1534,9 +1529,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": (
             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         ),
-        "pinning": "; ".join(
-            f"{w} worker{'s' if w > 1 else ''}: {pin_texts[w]}" for w in worker_counts
-        )
+        "pinning": "; ".join(f"{workers_text(w)}: {pin_texts[w]}" for w in worker_counts)
         if len(worker_counts) > 1
         else pin_texts[worker_counts[0]],
         "load": load_average,
