@@ -23,7 +23,10 @@ Contenders (each started here, one process serving, then stopped), on every prof
 
 Two more run only when named in ``--only``, on the default profile: ``access-log-all``
 (``TABSERVE_ACCESS_LOG=all``) and ``tracing-on`` (``OTEL_SDK_DISABLED=false``, no
-exporter): what the production defaults save. ``--against REV`` adds
+exporter): what the production defaults save. ``shared-batcher`` runs only when named,
+on every profile: tabserve whose HTTP workers send the model call to one batching model
+process (``baselines/shared_batcher_service.py``), so that the batches of two workers
+are as large as one's; its rows per model call are the model process's. ``--against REV`` adds
 ``batched@REV``, the batched service as of git revision REV (served from a temporary
 worktree with this environment), on every profile: what a change costs or saves,
 measured side by side.
@@ -92,7 +95,7 @@ from load_tests.payloads import bundle_dir, load_rows, write_rows
 from load_tests.processes import free_port, running
 from load_tests.profiles import BUILT_PROFILES, PROFILE_NAMES, BuiltProfile, build_profile
 from load_tests.profiles import default_profile as pipeline_profile
-from load_tests.scrape import Batches, batches
+from load_tests.scrape import SHARED_MODEL_ENDPOINT, Batches, batches
 from tabserve.bundle import REFERENCE_FILE
 
 T = TypeVar("T")
@@ -115,10 +118,14 @@ CONTENDERS = (
 )
 # Only when named in --only (on the default profile): what the production defaults save,
 # BentoML's access line for every request and its (unexported) tracing spans.
-EXTRA_CONTENDERS = ("access-log-all", "tracing-on")
+PRODUCTION_DEFAULTS = ("access-log-all", "tracing-on")
+# Only when named in --only, on every profile: one batching model process behind the
+# HTTP workers (what keeping one worker's batches at any number of workers would take).
+SHARED_BATCHER = "shared-batcher"
+EXTRA_CONTENDERS = (*PRODUCTION_DEFAULTS, SHARED_BATCHER)
 # Run on these profiles only: the drift window's cost (issue 15: at most 5 % of
 # throughput) is measured once, on the default model, where it is the largest share.
-DEFAULT_PROFILE_ONLY = ("drift-off", *EXTRA_CONTENDERS)
+DEFAULT_PROFILE_ONLY = ("drift-off", *PRODUCTION_DEFAULTS)
 # The one-user run right after the heaviest level: the two the target compares.
 AFTER_BURST_CONTENDERS = ("batched", "unbatched")
 # Predictions only: two contenders (mlflow, constant) have no explanations, and the
@@ -169,6 +176,8 @@ class Contender:
     ready_path: str = "/readyz"
     env: dict[str, str] = field(default_factory=dict)
     has_metrics: bool = False
+    # the ``tabserve_batch_rows`` endpoint label that counts the rows of each model call
+    batch_endpoint: str = "predict"
 
 
 @dataclass
@@ -194,10 +203,10 @@ class RunResult:
     workers: int = 1
 
 
-def scraped(url: str) -> Batches | None:
+def scraped(url: str, endpoint: str = "predict") -> Batches | None:
     """The service's batch totals so far, or None when ``/metrics`` does not answer."""
     try:
-        return batches(url)
+        return batches(url, endpoint)
     except httpx.HTTPError:
         return None
 
@@ -317,6 +326,14 @@ def contenders(
             "tracing-on",
             "OpenTelemetry on without an exporter (BentoML's default)",
             OTEL_SDK_DISABLED="false",
+        ),
+        Contender(
+            SHARED_BATCHER,
+            "tabserve, one batching model process behind the workers (bentoml.depends)",
+            serve("load_tests.baselines.shared_batcher_service:SharedBatcher", SHARED_BATCHER),
+            env={"TABSERVE_WORKERS": str(workers)},
+            has_metrics=True,
+            batch_endpoint=SHARED_MODEL_ENDPOINT,
         ),
         *(
             [
@@ -613,7 +630,7 @@ def run_level(
     load: Load,
 ) -> RunResult:
     """One Locust run against a started contender; fills ``result``."""
-    before = scraped(url) if contender.has_metrics else None
+    before = scraped(url, contender.batch_endpoint) if contender.has_metrics else None
     suffix = {AFTER_BURST: "_burst", SINGLE_ROWS: "_single"}.get(result.phase, "")
     out = (
         RESULTS
@@ -651,7 +668,7 @@ def run_level(
         if marker.exists() and result.requests:
             used = cpu.used_since(float(marker.read_text()))
             result.cpu_ms_per_request = 1000 * used / result.requests
-    after = scraped(url) if before is not None else None
+    after = scraped(url, contender.batch_endpoint) if before is not None else None
     if before is not None and after is not None:
         formed = after - before
         if formed.calls > 0:

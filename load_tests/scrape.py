@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 import httpx
 
+# The ``endpoint`` label under which the bench's ``shared-batcher`` contender counts the
+# rows of each model call, in its model process (its HTTP workers count each request's
+# under ``predict``).
+SHARED_MODEL_ENDPOINT = "model"
+
 
 @dataclass(frozen=True)
 class Batches:

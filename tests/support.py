@@ -197,15 +197,17 @@ def serving(
     args: tuple[str, ...] = (),
     wait_for: str = "/readyz",
     timeout_s: float = 90,
+    target: str = "service:Tabserve",
 ) -> Iterator[Served]:
-    """``bentoml serve service:Tabserve`` with ``env`` (and extra CLI ``args``).
+    """``bentoml serve service:Tabserve`` (or another ``target``) with ``env`` (and extra
+    CLI ``args``).
 
     Yields once ``wait_for`` answers 200 (``/livez`` for a server that must come up
     without becoming ready); stops the whole process group afterwards.
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [BENTOML, "serve", "service:Tabserve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     with running(
         [*command, *args],
         ready_url=f"{url}{wait_for}",
