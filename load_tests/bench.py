@@ -872,6 +872,27 @@ def flood_targets(result: dict[str, Any] | None) -> list[tuple[str, bool | None,
     return checks
 
 
+# The libraries whose versions change what the bench measures (XGBoost 3.1 and 3.2, for
+# one, walk every tree's nodes once per call: see the README).
+MEASURED_LIBRARIES = ("xgboost-cpu", "bentoml", "numpy", "pydantic")
+
+
+def machine_text() -> str:
+    """The machine and the versions of the libraries the servers run on, for the report."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libraries = []
+    for name in MEASURED_LIBRARIES:
+        try:
+            libraries.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            libraries.append(f"{name} not installed")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        + ", ".join(libraries)
+    )
+
+
 def model_identity(model_tag: str, bentoml_home: Path) -> dict[str, str]:
     """The BentoML model served, whether it has a drift reference, and the registry
     version behind ``@champion``."""
@@ -1543,9 +1564,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "started": started,
         "finished": dt.datetime.now(dt.UTC).strftime("%H:%M UTC"),
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-        ),
+        "machine": machine_text(),
         "pinning": "; ".join(f"{workers_text(w)}: {pin_texts[w]}" for w in worker_counts)
         if len(worker_counts) > 1
         else pin_texts[worker_counts[0]],

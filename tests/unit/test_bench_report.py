@@ -14,6 +14,7 @@ from load_tests.bench import (
     Spread,
     contenders,
     labelled,
+    machine_text,
     profile_lines,
     ratio_spread,
     round_order,
@@ -177,3 +178,12 @@ def test_the_charts_draw_each_worker_count_as_a_line_of_its_own() -> None:
     assert [r.contender for r in out] == ["batched", "batched ×2"]
     assert titles["batched ×2"] == "tabserve, adaptive batching, 2 workers"
     assert labelled(runs[:1], cont) == (runs[:1], {"batched": "tabserve, adaptive batching"})
+
+
+def test_the_report_names_the_library_versions_it_measured() -> None:
+    from importlib.metadata import version
+
+    text = machine_text()
+    assert f"xgboost-cpu {version('xgboost-cpu')}" in text
+    assert f"bentoml {version('bentoml')}" in text
+    assert "CPUs, Python 3." in text
