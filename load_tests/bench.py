@@ -1447,11 +1447,15 @@ def main(argv: list[str] | None = None) -> int:
     profiles: list[BuiltProfile] = []
     for name in wanted_profiles:
         if name == "default":
+            try:
+                bundle = bundle_dir(bentoml_home, args.model_tag)
+            except FileNotFoundError as exc:
+                parser.error(
+                    f"the default profile: {exc} (`make bench` trains one first), "
+                    "or leave it out: --profiles categorical,heavy"
+                )
             rows_file = write_rows(
-                load_rows(
-                    bundle_dir(bentoml_home, args.model_tag),
-                    REPO / "data/prepared/test.parquet",
-                ),
+                load_rows(bundle, REPO / "data/prepared/test.parquet"),
                 workdir / "rows.json",
             )
             profiles.append(

@@ -116,7 +116,14 @@ def bundle_dir(bentoml_home: str | Path, tag: str) -> Path:
     name, _, version = tag.partition(":")
     models = Path(bentoml_home) / "models" / name
     if version in ("", "latest"):
-        version = (models / "latest").read_text().strip()
+        latest = models / "latest"
+        if not latest.is_file():
+            raise FileNotFoundError(
+                f"no model {name!r} in {bentoml_home}: train one with `make model`"
+            )
+        version = latest.read_text().strip()
+    if not (models / version).is_dir():
+        raise FileNotFoundError(f"no model {name}:{version} in {bentoml_home}")
     return models / version
 
 

@@ -187,3 +187,48 @@ def test_the_report_names_the_library_versions_it_measured() -> None:
     assert f"xgboost-cpu {version('xgboost-cpu')}" in text
     assert f"bentoml {version('bentoml')}" in text
     assert "CPUs, Python 3." in text
+
+
+def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    import pytest
+
+    from load_tests.payloads import bundle_dir
+
+    with pytest.raises(FileNotFoundError, match=r"no model 'tabserve' in .*`make model`"):
+        bundle_dir(tmp_path, "tabserve:latest")
+    (tmp_path / "models" / "tabserve").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"no model tabserve:v9 in "):
+        bundle_dir(tmp_path, "tabserve:v9")
+    (tmp_path / "models" / "tabserve" / "v1").mkdir()
+    (tmp_path / "models" / "tabserve" / "latest").write_text("v1\n")
+    assert bundle_dir(tmp_path, "tabserve") == tmp_path / "models" / "tabserve" / "v1"
+
+
+def test_the_bench_without_a_trained_model_says_what_to_run(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "load_tests.bench",
+            "--quick",
+            "--profiles",
+            "default",
+            "--only",
+            "constant",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        env={**os.environ, "BENTOML_HOME": str(tmp_path / "empty")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 2
+    assert "the default profile: no model 'tabserve'" in result.stderr
+    assert "--profiles categorical,heavy" in result.stderr
+    assert "Traceback" not in result.stderr
