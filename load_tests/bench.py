@@ -86,6 +86,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -879,13 +880,11 @@ MEASURED_LIBRARIES = ("xgboost-cpu", "bentoml", "numpy", "pydantic")
 
 def machine_text() -> str:
     """The machine and the versions of the libraries the servers run on, for the report."""
-    from importlib.metadata import PackageNotFoundError, version
-
     libraries = []
     for name in MEASURED_LIBRARIES:
         try:
-            libraries.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
+            libraries.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
             libraries.append(f"{name} not installed")
     return (
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
