@@ -878,6 +878,35 @@ def flood_targets(result: dict[str, Any] | None) -> list[tuple[str, bool | None,
 MEASURED_LIBRARIES = ("xgboost-cpu", "bentoml", "numpy", "pydantic")
 
 
+def cpu_text(
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+    caches: Path = Path("/sys/devices/system/cpu/cpu0/cache"),
+) -> str:
+    """The CPU model and its L2 and L3 sizes, as Linux reports them ('' elsewhere).
+
+    The heavy profile's results depend on them: its 3.5 MB of trees fit in no L2, so
+    how far batching is ahead differs between machines (README, issue 16)."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if not line.strip():
+                break  # the first CPU's block is enough
+            fields.setdefault(key.strip(), value.strip())
+    text = fields.get("model name", "")
+    if fields.get("cpu family") and fields.get("model"):
+        text += f" (family {fields['cpu family']}, model {fields['model']})"
+    sizes = []
+    with contextlib.suppress(OSError):
+        for index in sorted(caches.glob("index*")):
+            level = (index / "level").read_text().strip()
+            if level in ("2", "3"):
+                size = (index / "size").read_text().strip()
+                shared = (index / "shared_cpu_list").read_text().strip()
+                sizes.append(f"L{level} {size} (CPUs {shared})")
+    return ", ".join(part for part in (text.strip(), *sizes) if part)
+
+
 def machine_text() -> str:
     """The machine and the versions of the libraries the servers run on, for the report."""
     libraries = []
@@ -887,7 +916,10 @@ def machine_text() -> str:
         except metadata.PackageNotFoundError:
             libraries.append(f"{name} not installed")
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        ", ".join(
+            part for part in (platform.machine(), cpu_text(), f"{os.cpu_count()} CPUs") if part
+        )
+        + f", Python {platform.python_version()}, "
         + ", ".join(libraries)
     )
 

@@ -3,6 +3,7 @@ rounds, and the issue's targets per profile (no server: made-up runs)."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 from load_tests.bench import (
@@ -13,6 +14,7 @@ from load_tests.bench import (
     RunResult,
     Spread,
     contenders,
+    cpu_text,
     labelled,
     machine_text,
     profile_lines,
@@ -187,6 +189,28 @@ def test_the_report_names_the_library_versions_it_measured() -> None:
     assert f"xgboost-cpu {version('xgboost-cpu')}" in text
     assert f"bentoml {version('bentoml')}" in text
     assert "CPUs, Python 3." in text
+
+
+def test_the_report_names_the_cpu_and_its_caches(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
+        "processor\t: 1\nmodel name\t: other\n"
+    )
+    for index, (level, size, shared) in enumerate(
+        [("1", "48K", "0"), ("1", "32K", "0"), ("2", "1024K", "0"), ("3", "32768K", "0-1")]
+    ):
+        folder = tmp_path / "cache" / f"index{index}"
+        folder.mkdir(parents=True)
+        (folder / "level").write_text(level + "\n")
+        (folder / "size").write_text(size + "\n")
+        (folder / "shared_cpu_list").write_text(shared + "\n")
+    assert cpu_text(cpuinfo, tmp_path / "cache") == (
+        "AMD EPYC (family 26, model 2), L2 1024K (CPUs 0), L3 32768K (CPUs 0-1)"
+    )
+    assert cpu_text(tmp_path / "absent", tmp_path / "absent") == ""
+    # This machine's own line names its CPUs, however much Linux tells about them.
+    assert machine_text().startswith(platform.machine() + ", ")
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
