@@ -889,9 +889,9 @@ def cpu_text(
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
             if not line.strip():
                 break  # the first CPU's block is enough
+            key, _, value = line.partition(":")
             fields.setdefault(key.strip(), value.strip())
     text = fields.get("model name", "")
     if fields.get("cpu family") and fields.get("model"):
@@ -915,13 +915,9 @@ def machine_text() -> str:
             libraries.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             libraries.append(f"{name} not installed")
-    return (
-        ", ".join(
-            part for part in (platform.machine(), cpu_text(), f"{os.cpu_count()} CPUs") if part
-        )
-        + f", Python {platform.python_version()}, "
-        + ", ".join(libraries)
-    )
+    parts = [platform.machine(), cpu_text(), f"{os.cpu_count()} CPUs"]
+    parts.append(f"Python {platform.python_version()}")
+    return ", ".join(part for part in [*parts, *libraries] if part)
 
 
 def model_identity(model_tag: str, bentoml_home: Path) -> dict[str, str]:
