@@ -89,6 +89,7 @@ def build_host(serving: UIServingState) -> Any:
     limits = UILimits(settings.ui_upload_limit_bytes, settings.ui_batch_max_rows)
     blocks = build_blocks(serving.predictor, serving.validator, limits, serving.monitor)
     blocks.queue(default_concurrency_limit=2)
+    slow_queue_polling(blocks)
     theme = gr.themes.Default(
         primary_hue="orange",
         # System fonts: the default theme would fetch Google Fonts from the internet.
@@ -115,6 +116,32 @@ def build_host(serving: UIServingState) -> Any:
         show_error=True,
     )
     return host
+
+
+# How often Gradio's queue loops look for work, in seconds: Gradio's own values until
+# gradio-app/gradio#12296 (merged November 2025) lowered them to 1 ms and 10 ms (but on Windows).
+QUEUE_POLL_S = 0.05
+PROGRESS_POLL_S = 0.1
+
+
+def slow_queue_polling(blocks: Any) -> bool:
+    """Let Gradio's queue look for work every 50 ms instead of every millisecond.
+
+    The UI's events do not use the queue (``queue=False``, ui/app.py), but Gradio starts
+    its loops in every worker all the same, and they poll: one looks for queued events
+    every 1 ms, one for progress updates every 10 ms. That woke an idle worker about 900
+    times a second and cost it 4 % of a core (0.3 % with the UI off). The values are
+    attributes of Gradio's ``Queue``; returns False, with a warning, where this Gradio
+    release has none of that name (then the UI still works, and polls as Gradio does).
+    """
+    queue = getattr(blocks, "_queue", None)
+    names = ("sleep_when_free", "progress_update_sleep_when_free")
+    if queue is None or not all(hasattr(queue, name) for name in names):
+        logger.warning("Gradio's queue has no %s: its polling interval is Gradio's", names)
+        return False
+    queue.sleep_when_free = QUEUE_POLL_S
+    queue.progress_update_sleep_when_free = PROGRESS_POLL_S
+    return True
 
 
 _CSS = """

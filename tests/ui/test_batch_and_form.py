@@ -148,3 +148,26 @@ def test_the_ui_names_no_feature_of_a_particular_dataset() -> None:
         text = source.read_text()
         found = sorted(n for n in names if n in text)
         assert not found, f"{source.name} names dataset features {found}"
+
+
+def test_gradio_queue_polls_slowly_where_gradio_lets_it(caplog: pytest.LogCaptureFixture) -> None:
+    """The attributes ``slow_queue_polling`` sets are this Gradio release's own (if this
+    fails after a Gradio upgrade, find where its queue's polling interval went); a
+    release without them is left as it is, with a warning."""
+    import gradio as gr
+
+    from ui.mount import PROGRESS_POLL_S, QUEUE_POLL_S, slow_queue_polling
+
+    with gr.Blocks() as blocks:
+        gr.Markdown("probe")
+    blocks.queue(default_concurrency_limit=2)
+    assert blocks._queue.sleep_when_free < QUEUE_POLL_S  # what Gradio polls at on Linux
+    assert slow_queue_polling(blocks) is True
+    assert blocks._queue.sleep_when_free == QUEUE_POLL_S
+    assert blocks._queue.progress_update_sleep_when_free == PROGRESS_POLL_S
+
+    class Renamed:
+        _queue = object()
+
+    assert slow_queue_polling(Renamed()) is False
+    assert "polling interval is Gradio's" in caplog.text
