@@ -118,8 +118,8 @@ def build_host(serving: UIServingState) -> Any:
     return host
 
 
-# How often Gradio's queue loops look for work, in seconds: Gradio's own values until
-# gradio-app/gradio#12296 (merged November 2025) lowered them to 1 ms and 10 ms (but on Windows).
+# How often Gradio's queue loops look for work, in seconds: Gradio's own values before 6.0,
+# which lowered them to 1 and 10 ms (gradio-app/gradio#12296; #12556 put Windows back).
 QUEUE_POLL_S = 0.05
 PROGRESS_POLL_S = 0.1
 
