@@ -12,6 +12,13 @@ then, with ``--spread``, from as many client addresses as requests, through
 reaches the password check, and only the concurrency bound stands between the flood
 and the predictions.
 
+Each flood runs in a process of its own (``--flood-only``), beside the one that sends
+and times the predictions: a flood answered quickly (429s from the throttle) keeps its
+client's event loop busy, and predictions timed in that same loop would wait for it
+and charge the wait to the server. Each of the ``--concurrency`` flooding tasks has its
+own connection: in one shared httpx pool, every request scans every connection, and the
+flooder spent most of its time there.
+
 Plain asyncio and httpx (no Locust: the question is what one flood does to the other
 requests, not a user model)::
 
@@ -25,13 +32,17 @@ import argparse
 import asyncio
 import json
 import secrets
+import ssl
 import statistics
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+FLOODING = "flooding"  # the flood process's first line: its first request is on its way
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -50,21 +61,25 @@ async def _predictions(
     while not stop.is_set():
         started = time.perf_counter()
         response = await client.post("/predict", json={"rows": [rows[i % len(rows)]]})
-        out.append(((time.perf_counter() - started) * 1000, response.status_code))
+        out.append((started, (time.perf_counter() - started) * 1000, response.status_code))
         i += 1
 
 
-async def _flood(
-    url: str, requests: int, concurrency: int, spread: bool
-) -> tuple[Counter[str], float]:
-    limits = httpx.Limits(max_connections=concurrency)
-    gate = asyncio.Semaphore(concurrency)
+async def flood(url: str, requests: int, concurrency: int, spread: bool) -> dict[str, Any]:
+    """``requests`` wrong logins, ``concurrency`` at a time, each task on its own
+    connection; from one client, or (``spread``) from one address per request."""
     outcomes: Counter[str] = Counter()
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    numbers = iter(range(requests))
+    # One TLS context for every client: httpx would load the CA bundle for each one
+    # (35 ms), and the flood would start seconds late.
+    tls = ssl.create_default_context()
 
-        async def one(i: int) -> None:
-            headers = {"X-Forwarded-For": f"10.{i // 250}.{i % 250}.1"} if spread else {}
-            async with gate:
+    async def worker() -> None:
+        async with httpx.AsyncClient(
+            base_url=url, timeout=120, limits=httpx.Limits(max_connections=1), verify=tls
+        ) as client:
+            for i in numbers:
+                headers = {"X-Forwarded-For": f"10.{i // 250}.{i % 250}.1"} if spread else {}
                 response = await client.post(
                     "/auth/token",
                     data={"username": secrets.token_hex(6), "password": "guess-123"},
@@ -73,16 +88,37 @@ async def _flood(
                 code = response.json().get("error", {}).get("code", "?")
                 outcomes[f"{response.status_code} {code}"] += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(requests)))
-        return outcomes, time.perf_counter() - started
+    print(FLOODING, flush=True)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"outcomes": dict(outcomes), "seconds": time.perf_counter() - started}
+
+
+async def _flood_in_process(args: argparse.Namespace, spread: bool) -> tuple[float, Any]:
+    """Run one flood in a child process: when it began (``time.perf_counter`` here), and
+    its outcomes."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "load_tests.flood", "--flood-only", "spread" if spread else "one"),
+        *("--url", args.url, "--requests", str(args.requests)),
+        *("--concurrency", str(args.concurrency)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    first = await process.stdout.readline()
+    began = time.perf_counter()
+    out, err = await process.communicate()
+    if process.returncode != 0 or first.decode().strip() != FLOODING:
+        raise RuntimeError(f"the flood process failed: {(first + err).decode()[-500:]}")
+    return began, json.loads(out)
 
 
 def _summary(samples: list[Any]) -> dict[str, Any]:
-    latencies = [ms for ms, _ in samples]
+    latencies = [ms for _, ms, _ in samples]
     return {
         "requests": len(samples),
-        "failures": sum(1 for _, status in samples if status != 200),
+        "failures": sum(1 for _, _, status in samples if status != 200),
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
         "p99_ms": percentile(latencies, 99),
@@ -91,7 +127,7 @@ def _summary(samples: list[Any]) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The baseline (predictions alone), then the flood with predictions alongside."""
+    """The baseline (predictions alone), then each flood with predictions alongside."""
     rows = json.loads(Path(args.rows).read_text())
     async with httpx.AsyncClient(base_url=args.url, timeout=60) as login:
         answer = await login.post(
@@ -117,17 +153,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         alone, _ = await predicting(asyncio.sleep(args.baseline_s))
         for spread in (False, True) if args.spread else (False,):
-            samples, (outcomes, took) = await predicting(
-                _flood(args.url, args.requests, args.concurrency, spread)
-            )
+            samples, (began, result) = await predicting(_flood_in_process(args, spread))
             floods.append(
                 {
                     "clients": args.requests if spread else 1,
                     "requests": args.requests,
                     "concurrency": args.concurrency,
-                    "seconds": took,
-                    "outcomes": dict(outcomes),
-                    "predict": _summary(samples),
+                    "seconds": result["seconds"],
+                    "outcomes": result["outcomes"],
+                    # the predictions sent while the flood ran
+                    "predict": _summary([s for s in samples if s[0] >= began]),
                 }
             )
     return {"predict_alone": _summary(alone), "floods": floods}
@@ -137,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the scenario and write its numbers as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
-    parser.add_argument("--rows", required=True, help="rows file (python -m load_tests.payloads)")
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--password", required=True)
+    parser.add_argument("--rows", help="rows file (python -m load_tests.payloads)")
+    parser.add_argument("--user")
+    parser.add_argument("--password")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=80)
     parser.add_argument("--predictors", type=int, default=4, help="concurrent /predict clients")
@@ -149,8 +184,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then flood again from one address per request (X-Forwarded-For)",
     )
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--flood-only",
+        choices=("one", "spread"),
+        help="only flood (from one client, or spread over addresses), print the outcomes "
+        "as JSON: what the scenario runs in a process of its own",
+    )
     args = parser.parse_args(argv)
+    if args.flood_only:
+        result = asyncio.run(
+            flood(args.url, args.requests, args.concurrency, args.flood_only == "spread")
+        )
+        print(json.dumps(result), flush=True)
+        return 0
+    missing = [
+        f"--{name}" for name in ("rows", "user", "password", "out") if not getattr(args, name)
+    ]
+    if missing:
+        parser.error(f"the scenario needs {', '.join(missing)}")
     result = asyncio.run(run(args))
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

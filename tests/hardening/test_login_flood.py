@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -253,3 +256,36 @@ def test_a_token_of_a_rotated_out_key_is_refused_once_its_key_is_no_longer_liste
     )
     error = assert_envelope(response, 401, "unauthenticated")
     assert "key id" in error["message"]
+
+
+def test_the_benchmark_flood_tool_times_predictions_beside_each_flood(
+    flooded: Target, tmp_path: Path
+) -> None:
+    """``load_tests.flood`` (what ``make bench`` runs), small: each flood from a process
+    of its own, every login answered, predictions timed alone and during each flood."""
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(flooded.model.rows[:20]))
+    out = tmp_path / "flood.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "load_tests.flood", "--url", flooded.url, "--rows", str(rows)),
+            *("--user", "alice", "--password", PASSWORD, "--out", str(out)),
+            *("--requests", "24", "--concurrency", "8", "--baseline-s", "1", "--spread"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["predict_alone"]["requests"] > 0
+    assert result["predict_alone"]["failures"] == 0
+    assert [f["clients"] for f in result["floods"]] == [1, 24]
+    for flood in result["floods"]:
+        # Fewer than the client's failure limit: every wrong login reaches the hash.
+        assert flood["outcomes"] == {"401 invalid_credentials": 24}, flood
+        assert flood["seconds"] > 0
+        assert flood["predict"]["requests"] > 0 and flood["predict"]["failures"] == 0, flood
+        assert 0 < flood["predict"]["p50_ms"] <= flood["predict"]["p99_ms"]
