@@ -764,8 +764,10 @@ def bench_login_flood(
     locust_env: dict[str, str],
     pins: tuple[list[str], list[str]],
     port: int,
+    py_spy: bool = False,
 ) -> dict[str, Any]:
-    """The login flood scenario against ``contender`` (the batched service)."""
+    """The login flood scenario against ``contender`` (the batched service); with
+    ``py_spy``, the server sampled over the whole scenario (``runs/flood.collapsed``)."""
     url = f"http://127.0.0.1:{port}"
     runs = RESULTS / "runs"
     env = {k: v for k, v in server_env.items() if k not in CHEAP_ARGON2}
@@ -782,22 +784,25 @@ def bench_login_flood(
             name=contender.name,
             timeout_s=180,
             stop_timeout_s=20,
-        ):
-            done = subprocess.run(
-                [
-                    *pins[1],
-                    str(BIN / "python"),
-                    *("-m", "load_tests.flood", "--url", url),
-                    *("--rows", locust_env["TABSERVE_LOAD_ROWS"]),
-                    *("--user", BENCH_USER, "--password", locust_env["TABSERVE_LOAD_PASSWORD"]),
-                    *("--out", str(out), "--spread"),
-                ],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
+        ) as server:
+            marker = runs / "flood.start"
+            marker.touch()  # sampled from the start: the scenario is its own warm-up
+            with profiled(server.pid, runs / "flood.collapsed", py_spy, marker):
+                done = subprocess.run(
+                    [
+                        *pins[1],
+                        str(BIN / "python"),
+                        *("-m", "load_tests.flood", "--url", url),
+                        *("--rows", locust_env["TABSERVE_LOAD_ROWS"]),
+                        *("--user", BENCH_USER, "--password", locust_env["TABSERVE_LOAD_PASSWORD"]),
+                        *("--out", str(out), "--spread"),
+                    ],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    check=False,
+                )
         if done.returncode != 0 or not out.exists():
             return {"error": f"flood exited {done.returncode}: {done.stderr[-500:]}"}
     except RuntimeError as exc:
@@ -1591,6 +1596,7 @@ def main(argv: list[str] | None = None) -> int:
             locust_env(default),
             loads[worker_counts[0]].pins,
             ports["batched"],
+            py_spy=args.py_spy,
         )
     meta = {
         "started": started,
