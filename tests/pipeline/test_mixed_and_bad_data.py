@@ -30,8 +30,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def penguins(make_repo) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """The whole pipeline on palmerpenguins written as a CSV with its row index."""
+    # Two trials: this is about the data's path through the stages, not about tuning.
     repo = make_repo(
-        "penguins", {"data.source": "data/sources/penguins.csv", "data.target": "species"}
+        "penguins",
+        {"data.source": "data/sources/penguins.csv", "data.target": "species", "tune.n_trials": 2},
     )
     # Written with its index: the unnamed row-number column must be dropped, not learnt.
     load_penguins().to_csv(repo / "data/sources/penguins.csv", index=True)
@@ -143,7 +145,10 @@ def test_leaks_are_refused_then_allowed_or_dropped_end_to_end(make_repo) -> None
     from tabserve.validation import RequestValidator
     from ui.form import form_fields
 
-    repo = make_repo("leaky", {"data.source": "data/sources/leaky.csv", "data.target": "species"})
+    repo = make_repo(
+        "leaky",
+        {"data.source": "data/sources/leaky.csv", "data.target": "species", "tune.n_trials": 2},
+    )
     frame = load_penguins()
     rng = np.random.default_rng(0)
     frame["recorded_code"] = frame["species"].astype("category").cat.codes + rng.normal(
