@@ -526,13 +526,15 @@ def run_locust(
 
 
 @contextlib.contextmanager
-def profiled(pid: int, out: Path, enabled: bool, start_marker: Path) -> Iterator[None]:
+def profiled(
+    pid: int, out: Path, enabled: bool, start_marker: Path | None = None
+) -> Iterator[None]:
     """Sample ``pid`` and its children with py-spy during the measured window.
 
     Sampling starts when Locust writes ``start_marker`` (statistics reset: every user
-    logged in and warmed up), so logins are not in the profile either. Writes py-spy's
-    collapsed stacks to ``out`` (for flame-graph tools) and a per-function summary to
-    ``out`` with suffix ``.top.txt``.
+    logged in and warmed up), so logins are not in the profile either; without a marker,
+    at once. Writes py-spy's collapsed stacks to ``out`` (for flame-graph tools) and a
+    per-function summary to ``out`` with suffix ``.top.txt``.
     """
     if not enabled:
         yield
@@ -541,7 +543,7 @@ def profiled(pid: int, out: Path, enabled: bool, start_marker: Path) -> Iterator
     stop = threading.Event()
 
     def start_when_measured() -> None:
-        while not stop.is_set() and not start_marker.exists():
+        while not stop.is_set() and start_marker is not None and not start_marker.exists():
             stop.wait(0.1)
         if not stop.is_set():
             spies.append(
@@ -775,34 +777,35 @@ def bench_login_flood(
     out = runs / "flood.json"
     print(">> flood: 400 wrong logins at 80 concurrency, predictions alongside", flush=True)
     try:
-        with running(
-            [*pins[0], *contender.command],
-            ready_url=url + contender.ready_path,
-            log=runs / "flood.server.log",
-            env={**env, **contender.env},
-            cwd=REPO,
-            name=contender.name,
-            timeout_s=180,
-            stop_timeout_s=20,
-        ) as server:
-            marker = runs / "flood.start"
-            marker.touch()  # sampled from the start: the scenario is its own warm-up
-            with profiled(server.pid, runs / "flood.collapsed", py_spy, marker):
-                done = subprocess.run(
-                    [
-                        *pins[1],
-                        str(BIN / "python"),
-                        *("-m", "load_tests.flood", "--url", url),
-                        *("--rows", locust_env["TABSERVE_LOAD_ROWS"]),
-                        *("--user", BENCH_USER, "--password", locust_env["TABSERVE_LOAD_PASSWORD"]),
-                        *("--out", str(out), "--spread"),
-                    ],
-                    cwd=REPO,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                    check=False,
-                )
+        # py-spy samples from the start: the scenario is its own warm-up.
+        with (
+            running(
+                [*pins[0], *contender.command],
+                ready_url=url + contender.ready_path,
+                log=runs / "flood.server.log",
+                env={**env, **contender.env},
+                cwd=REPO,
+                name=contender.name,
+                timeout_s=180,
+                stop_timeout_s=20,
+            ) as server,
+            profiled(server.pid, runs / "flood.collapsed", py_spy),
+        ):
+            done = subprocess.run(
+                [
+                    *pins[1],
+                    str(BIN / "python"),
+                    *("-m", "load_tests.flood", "--url", url),
+                    *("--rows", locust_env["TABSERVE_LOAD_ROWS"]),
+                    *("--user", BENCH_USER, "--password", locust_env["TABSERVE_LOAD_PASSWORD"]),
+                    *("--out", str(out), "--spread"),
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
         if done.returncode != 0 or not out.exists():
             return {"error": f"flood exited {done.returncode}: {done.stderr[-500:]}"}
     except RuntimeError as exc:
