@@ -47,8 +47,12 @@ $(UV):
 	@echo ">> installing uv (not found on PATH)"
 	python3 -m pip install --quiet --user uv
 
+# --compile-bytecode: every process imports MLflow, scikit-learn or BentoML, and where
+# PYTHONDONTWRITEBYTECODE is set (as on the CI machines) nothing would ever be cached:
+# each DVC stage, server and worker would compile them from source again (a promote
+# stage took 14.6 s instead of 4.9 s). Compiling once at install costs about 30 s.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked
+	$(UV) sync --locked --compile-bytecode
 	@touch $@
 
 .PHONY: setup
