@@ -51,12 +51,12 @@ $(UV):
 # PYTHONDONTWRITEBYTECODE is set (as on the CI machines) nothing would ever be cached:
 # each DVC stage, server and worker would compile them from source again (a promote
 # stage took 14.6 s instead of 4.9 s). Compiling once at install costs about 30 s.
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+$(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --locked --compile-bytecode
 	@touch $@
 
 .PHONY: setup
-setup: $(VENV)/.synced ## Create the locked environment in .venv (installs uv if missing)
+setup: $(VENV)/.synced ## Create the locked, byte-compiled environment in .venv (installs uv if missing)
 
 .PHONY: system-deps
 system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, redis-server, prometheus, a container engine
