@@ -511,6 +511,9 @@ class AuthMiddleware:
         state = scope.setdefault("state", {})
         state["tabserve_sub"] = claims.sub
         state["tabserve_scopes"] = claims.scopes
+        # The UI binds its uploads to the session (ui/guard.py).
+        state["tabserve_jti"] = claims.jti
+        state["tabserve_state_store"] = self._state_store(settings)
         await self.app(scope, receive, send)
 
     async def _logout(self, scope: dict[str, Any]) -> None:

@@ -213,7 +213,9 @@ def build_blocks(
             return ("Upload a CSV file to score it.", None, _empty_rejected(), None)
         path = Path(upload)
         try:
-            frame = read_csv(path.read_bytes(), limits.max_upload_bytes, limits.max_rows)
+            with path.open("rb") as file:  # never more than the limit (ui/guard.py checks it)
+                data = file.read(limits.max_upload_bytes + 1)
+            frame = read_csv(data, limits.max_upload_bytes, limits.max_rows)
             result = score_frame(frame, predictor, validator, monitor, _request_id(request))
         except BatchError as error:
             return (f"**Not scored.** {error}", None, _empty_rejected(), None)

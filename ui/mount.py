@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -76,14 +77,16 @@ class _PrefixRoute(BaseRoute):
         await self.app(scope, receive, send)
 
 
-def build_host(serving: UIServingState) -> Any:
-    """A FastAPI app with the Gradio UI of ``serving``'s model mounted at ``/ui``."""
+def build_host(serving: UIServingState) -> tuple[Any, Any]:
+    """A FastAPI app with the Gradio UI of ``serving``'s model mounted at ``/ui``, and
+    the gate its calls pass first (:mod:`ui.guard`): ``(gate, host)``."""
     # Gradio reads these when imported: no telemetry, no start-up version check.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
     from fastapi import FastAPI
 
-    from ui.app import UILimits, build_blocks
+    from ui.app import SCORED_FILE_TTL_S, UILimits, build_blocks
+    from ui.guard import UICallGuard, blocked_folders, blocks_events, enforce_upload_checks
 
     settings = serving.settings
     limits = UILimits(settings.ui_upload_limit_bytes, settings.ui_batch_max_rows)
@@ -114,8 +117,21 @@ def build_host(serving: UIServingState) -> Any:
         theme=theme,
         css=_CSS,
         show_error=True,
+        blocked_paths=blocked_folders(_app_folders(settings)),
     )
-    return host
+    enforce_upload_checks(blocks)
+    return UICallGuard(
+        host, UI_PREFIX, blocks_events(blocks), limits.max_upload_bytes, SCORED_FILE_TTL_S
+    ), host
+
+
+def _app_folders(settings: Settings) -> list[str]:
+    """The app's own folders, which no UI call may read: its code, the working directory,
+    the BentoML store (models), the users file's and the secret's folders."""
+    folders = [os.getcwd(), str(Path(__file__).resolve().parents[1])]
+    folders.append(os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml")))
+    folders.append(str(settings.resolved_users_file.parent))
+    return folders
 
 
 # How often Gradio's queue loops look for work, in seconds: Gradio's own values before 6.0,
@@ -170,9 +186,9 @@ def create_ui_app(state: Callable[[], UIServingState | None]) -> Starlette:
             logger.info("the UI is disabled (TABSERVE_UI_ENABLED=false)")
             yield
             return
-        host = build_host(serving)
+        gate, host = build_host(serving)
         async with host.router.lifespan_context(host):
-            holder["host"] = host
+            holder["host"] = gate
             freeze_startup_heap()  # Gradio's objects live as long as the worker
             logger.info("UI mounted at %s/", UI_PREFIX)
             try:

@@ -1,30 +1,19 @@
-"""The UI in a real headless Chromium against a real ``bentoml serve`` (penguins model).
-
-Penguins is multiclass with categoricals (dropdowns), integer features and missing
-values. The server runs with its own BentoML home, secret and users file, and with
-small batch limits so that the limit messages are cheap to trigger.
-"""
+"""The UI in a real headless Chromium against a real ``bentoml serve`` (penguins model,
+tests/ui/conftest.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import secrets
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from tabserve.auth import SESSION_COOKIE, issue_session_token, issue_token
-from tabserve.settings import Settings
-from tabserve.users import UserStore
-from tests.support import REPO, TestModel, import_test_model, running_server
+from tests.support import REPO
 from tests.ui.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -37,60 +26,11 @@ from tests.ui.browser import (
     shown_answer,
     wait_for,
 )
+from tests.ui.conftest import MAX_ROWS, MAX_UPLOAD_BYTES, UIServer
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = REPO / "tests" / "artifacts"
-MAX_ROWS = 50
-MAX_UPLOAD_BYTES = 16 * 1024
-
-
-@dataclass(frozen=True)
-class UIServer:
-    """The running server, the model it serves and settings that sign like it."""
-
-    url: str
-    model: TestModel
-    settings: Settings
-    log: Path
-
-
-@pytest.fixture(scope="module")
-def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
-    import palmerpenguins
-
-    root = tmp_path_factory.mktemp("ui")
-    model = import_test_model(
-        root / "bentoml",
-        palmerpenguins.load_penguins(),
-        "species",
-        {"objective": "multi:softprob", "num_class": 3},
-        tag="tabserve:v2",
-    )
-    store = UserStore(root / "users.json")
-    store.add("alice", PASSWORD, "predict,explain")
-    store.add("bob", PASSWORD, "predict")
-    store.add("eve", PASSWORD, "explain")
-    secret = secrets.token_urlsafe(48)
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_TEMP_DIR": str(root / "gradio"),
-        "TABSERVE_ENV": "development",
-        "TABSERVE_JWT_SECRET": secret,
-        "TABSERVE_USERS_FILE": str(store.path),
-        "TABSERVE_LOCAL_DIR": str(root / "local"),
-        "TABSERVE_MODEL_TAG": model.tag,
-        "TABSERVE_UI_BATCH_MAX_ROWS": str(MAX_ROWS),
-        "TABSERVE_UI_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets up its own
-    settings = Settings(jwt_secret=SecretStr(secret), users_file=store.path)
-    log = root / "serve.log"
-    with running_server(env, log) as url:
-        yield UIServer(url, model, settings, log)
 
 
 def _api_predict(server: UIServer, rows: list[dict[str, Any]]) -> httpx.Response:
