@@ -24,22 +24,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tabserve import bentoml_fixes
 from tabserve.auth import AuthMiddleware
-from tabserve.bundle import BundleIntegrityError, read_reference
-from tabserve.errors import NotReadyError
-from tabserve.gateway import (
+from tabserve.core.bundle import BundleIntegrityError, read_reference
+from tabserve.core.errors import NotReadyError
+from tabserve.core.predictor import Predictor
+from tabserve.core.validation import RequestValidator
+from tabserve.http.envelope import (
     EnvelopeMiddleware,
     JsonBodyMiddleware,
     ValidatedRows,
     error_response,
 )
-from tabserve.heap import freeze_startup_heap
-from tabserve.logs import configure_logging
-from tabserve.metrics import ready_gauge, service_metrics
-from tabserve.monitor import Monitor
-from tabserve.openapi import OpenAPIMiddleware
-from tabserve.predictor import Predictor
+from tabserve.http.openapi import OpenAPIMiddleware
+from tabserve.security.state import MEMORY_URL
+from tabserve.serving import bentoml_fixes
+from tabserve.serving.heap import freeze_startup_heap
+from tabserve.serving.logs import configure_logging
+from tabserve.serving.metrics import ready_gauge, service_metrics
+from tabserve.serving.monitor import Monitor
+from tabserve.serving.tracing import apply_tracing_default
 from tabserve.settings import (
     SettingsError,
     check_startup,
@@ -48,9 +51,6 @@ from tabserve.settings import (
     load_settings,
     model_tag_from_env,
 )
-from tabserve.state import MEMORY_URL
-from tabserve.tracing import apply_tracing_default
-from tabserve.validation import RequestValidator
 from ui.mount import create_ui_app
 
 logger = logging.getLogger("tabserve.service")
@@ -96,7 +96,7 @@ if (_replaced := SERVER.apply_trusted_proxies()) is not None:
 # BentoML's request timeout keeps every finished request in memory for the whole
 # timeout, its batching wait outlives the load, and it rebuilds each API's caller on
 # every request; the fixes must be in place before BentoML builds the app
-# (tabserve/bentoml_fixes.py).
+# (tabserve/serving/bentoml_fixes.py).
 bentoml_fixes.apply()
 bentoml_fixes.cap_batch_wait(BATCHING.batch_max_wait_ms)
 bentoml_fixes.cache_api_callers()
@@ -223,7 +223,7 @@ class Tabserve:
 # mypy does not apply class decorators, so the Service is named here for the type checker.
 SERVICE: bentoml.Service[Tabserve] = cast("bentoml.Service[Tabserve]", Tabserve)
 # BentoML creates its tracer when the worker builds the app: without an exporter, tracing
-# is switched off here, so that requests pay nothing for it (tabserve/tracing.py).
+# is switched off here, so that requests pay nothing for it (tabserve/serving/tracing.py).
 logger.debug("%s", apply_tracing_default(SERVICE))
 # Outermost first: the envelope wraps auth, which wraps the JSON body checks; the docs
 # rewriter only touches /docs.json.

@@ -97,7 +97,7 @@ from load_tests.processes import free_port, running
 from load_tests.profiles import BUILT_PROFILES, PROFILE_NAMES, BuiltProfile, build_profile
 from load_tests.profiles import default_profile as pipeline_profile
 from load_tests.scrape import SHARED_MODEL_ENDPOINT, Batches, batches
-from tabserve.bundle import REFERENCE_FILE
+from tabserve.core.bundle import REFERENCE_FILE
 
 T = TypeVar("T")
 NONE = "none"
@@ -393,7 +393,7 @@ def prepare_auth(workdir: Path) -> dict[str, str]:
     and 64 users logging in with the default profile would cost the server ~10 s of
     CPU (argon2 verification reads its cost from the stored hash).
     """
-    from tabserve.users import UserStore, password_hasher
+    from tabserve.security.users import UserStore, password_hasher
 
     password = secrets.token_urlsafe(16)
     users = workdir / "users.json"

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tabserve.bundle import read_examples, read_schema
-from tabserve.schema import FeatureSchema, FeatureSpec
+from tabserve.core.bundle import read_examples, read_schema
+from tabserve.core.schema import FeatureSchema, FeatureSpec
 
 
 def _json_value(spec: FeatureSpec, value: Any) -> Any:

@@ -49,8 +49,8 @@ import numpy as np
 import pandas as pd
 
 from load_tests.payloads import api_rows, write_rows
-from tabserve.bundle import MODEL_FILE, SCHEMA_FILE, Lineage, sha256_file, write_bundle
-from tabserve.schema import FeatureSchema, infer_schema
+from tabserve.core.bundle import MODEL_FILE, SCHEMA_FILE, Lineage, sha256_file, write_bundle
+from tabserve.core.schema import FeatureSchema, infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -115,9 +115,9 @@ def import_booster(
     from bentoml import Tag
     from bentoml._internal.models.model import ModelStore
 
-    from tabserve.bundle import INTERVAL_FILE, QUANTILES_FILE, REFERENCE_FILE
-    from tabserve.drift import build_reference
-    from tabserve.predictor import Predictor
+    from tabserve.core.bundle import INTERVAL_FILE, QUANTILES_FILE, REFERENCE_FILE
+    from tabserve.core.drift import build_reference
+    from tabserve.core.predictor import Predictor
 
     name, version = tag.split(":")
     home.mkdir(parents=True, exist_ok=True)
@@ -336,7 +336,7 @@ def _log_mlflow_model(
     """
     import mlflow
 
-    from tabserve.pyfunc import log_model
+    from tabserve.mlflow_model.model import log_model
 
     tracking = f"sqlite:///{directory / 'mlflow.db'}"
     # The registered model's artifact is a bundle folder, as `train` writes it.
@@ -523,7 +523,7 @@ def default_profile(
     import xgboost as xgb
 
     from load_tests.payloads import bundle_dir
-    from tabserve.bundle import read_schema
+    from tabserve.core.bundle import read_schema
 
     directory = bundle_dir(bentoml_home, model_tag)
     schema = read_schema(directory)

@@ -7,14 +7,14 @@ pins the algorithm (so ``alg: none`` and algorithm confusion are refused), picks
 key by ``kid`` among the current key and the previous ones still listed (a rotation
 overlap, :attr:`Settings.verification_keys`; an unknown ``kid`` is refused, never used
 to find a key), and requires every one of those claims. A verified token is then
-checked against the revocations in the state store (:mod:`tabserve.state`): its
+checked against the revocations in the state store (:mod:`tabserve.security.state`): its
 ``jti`` (a logout, ``tabserve token revoke``), or its subject (a removed user).
 
 :class:`AuthMiddleware` is pure ASGI: BentoML turns exceptions raised in an API
 into its own 401/403 bodies, so the middleware answers auth failures itself,
 before any route (including mounted apps such as ``/ui``) is reached. It also
 serves the OAuth2 password flow at ``POST /auth/token``, behind the login defences of
-:mod:`tabserve.login_guard` (throttle, concurrency bound).
+:mod:`tabserve.security.login_guard` (throttle, concurrency bound).
 
 The browser UI under ``/ui`` cannot send bearer headers, so it gets a cookie
 session: ``/ui/login`` (an HTML form checked against the same users file, with the
@@ -43,7 +43,7 @@ from typing import Any
 
 import jwt
 
-from tabserve.errors import (
+from tabserve.core.errors import (
     ForbiddenError,
     InvalidCredentialsError,
     MalformedRequestError,
@@ -55,12 +55,12 @@ from tabserve.errors import (
     UnauthenticatedError,
     UnsupportedMediaTypeError,
 )
-from tabserve.gateway import StateProvider
-from tabserve.login_guard import LoginGuard
-from tabserve.metrics import auth_metrics
+from tabserve.http.envelope import StateProvider
+from tabserve.security.login_guard import LoginGuard
+from tabserve.security.state import StateStore, StateStoreError, open_state
+from tabserve.security.users import UserError, UserRecord, UserStore, hasher_for, parse_scopes
+from tabserve.serving.metrics import auth_metrics
 from tabserve.settings import SCOPES, Settings
-from tabserve.state import StateStore, StateStoreError, open_state
-from tabserve.users import UserError, UserRecord, UserStore, hasher_for, parse_scopes
 
 logger = logging.getLogger("tabserve.auth")
 

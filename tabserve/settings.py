@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tabserve.state import DEFAULT_MAX_KEYS, MEMORY_URL, check_state_url
+from tabserve.security.state import DEFAULT_MAX_KEYS, MEMORY_URL, check_state_url
 
 MIN_SECRET_BYTES = 32
 # The longest lifetime any token may be given (`tabserve token --ttl` included).
@@ -102,7 +102,7 @@ class BatchingSettings(BaseSettings):
     # budget; a tight budget fails most requests under load, so it is generous.
     batch_max_latency_ms: int = Field(default=10_000, ge=10, le=600_000)
     # The longest BentoML's dispatcher may hold a request back for others to join its
-    # batch when no batch is running (tabserve/bentoml_fixes.py: its learned wait
+    # batch when no batch is running (tabserve/serving/bentoml_fixes.py: its learned wait
     # otherwise outlives the load it was learned from).
     batch_max_wait_ms: float = Field(default=1.0, ge=0, le=60_000)
 
@@ -220,7 +220,7 @@ class Settings(ModelSettings):
         log_level: level of the ``tabserve.*`` loggers (BentoML sets the root to WARNING).
         log_format: ``text`` (BentoML's lines, the default) or ``json`` (one JSON object a
             line with time, level, logger, message, request id and trace id; see
-            ``tabserve/logs.py``).
+            ``tabserve/serving/logs.py``).
         ui_enabled: serve the browser UI at ``/ui`` (built when a worker starts).
         ui_session_ttl_s: lifetime of a browser session of the ``/ui`` (its cookie and token).
         ui_session_audience: ``aud`` claim of session tokens; differs from the API's, so a
@@ -231,7 +231,7 @@ class Settings(ModelSettings):
             ``max_body_bytes``, see :attr:`ui_upload_limit_bytes`).
         ui_batch_max_rows: most rows the batch tab scores in one file.
         drift_enabled: keep a rolling window of served rows and publish its drift
-            against the training reference (``tabserve/drift.py``).
+            against the training reference (``tabserve/core/drift.py``).
         drift_window_rows: most rows in each worker's window.
         drift_window_s: rows older than this leave the window too (None: rows only).
         drift_min_rows: the PSI gauges appear once a window holds this many rows (a
@@ -239,7 +239,7 @@ class Settings(ModelSettings):
             ``(bins - 1) / n`` over 10 bins: 0.02 at 500 rows, well under the alert's 0.2).
         drift_publish_interval_s: how often the drift gauges are recomputed, at most.
         inference_log_dir: write every served row and answer as JSON lines here
-            (``tabserve/inference_log.py``); None (the default): no inference log.
+            (``tabserve/serving/inference_log.py``); None (the default): no inference log.
         inference_log_max_bytes: size at which an inference log file is rotated.
         inference_log_backups: rotated inference log files kept.
         shutdown_grace_s: on SIGTERM, how long requests in flight may take to finish
@@ -547,7 +547,7 @@ def check_startup(settings: Settings | None = None) -> list[str]:
     Raises:
         SettingsError: naming the variable or file at fault and the fix.
     """
-    from tabserve.users import check_users_file
+    from tabserve.security.users import check_users_file
 
     settings = settings or load_settings()
     production = settings.env == "production"

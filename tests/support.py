@@ -33,8 +33,8 @@ import pandas as pd
 
 from load_tests.processes import free_port, running, stop_group
 from load_tests.profiles import import_booster, train_booster
-from tabserve.bundle import Lineage
-from tabserve.schema import FeatureSchema, infer_schema
+from tabserve.core.bundle import Lineage
+from tabserve.core.schema import FeatureSchema, infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
 JSON_TYPE = "application/json"
@@ -50,13 +50,11 @@ CHEAP_ARGON2 = {
 
 # Tracing on, as a user switches it on (BentoML 1.4 reads it per service), with BentoML's
 # in-memory test exporter: tabserve switches tracing off when no exporter is configured.
-TRACING_ON = (
-    "services.tabserve.tracing.exporter_type=in_memory services.tabserve.tracing.sample_rate=1.0"
-)
+TRACING_ON = "services.tabserve.serving.tracing.exporter_type=in_memory services.tabserve.serving.tracing.sample_rate=1.0"
 
 
 # Set in the test process itself by what it imports in process (prometheus_client's
-# directory, tabserve.tracing's default), never to be inherited by a server it starts.
+# directory, tabserve.serving.tracing's default), never to be inherited by a server it starts.
 PROCESS_ONLY = ("PROMETHEUS_MULTIPROC_DIR", "OTEL_SDK_DISABLED")
 
 
@@ -84,7 +82,7 @@ def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
 
 def cheap_hasher() -> Any:
     """The argon2 hasher of :data:`CHEAP_ARGON2`."""
-    from tabserve.users import password_hasher
+    from tabserve.security.users import password_hasher
 
     return password_hasher(1, 8192, 1)
 

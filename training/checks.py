@@ -35,7 +35,7 @@ from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from tabserve.schema import FeatureSchema
+from tabserve.core.schema import FeatureSchema
 
 FOLDS = 3
 MOSTLY_MISSING = 0.5  # share of missing values that earns a warning

@@ -1,7 +1,7 @@
 """Stage `import`: the ``@champion`` model goes into the BentoML model store with its lineage.
 
 The BentoML model ``<model_name>:v<registry version>`` holds a bundle (see
-``tabserve/bundle.py``): the native booster, the schema, sample test rows and
+``tabserve/core/bundle.py``): the native booster, the schema, sample test rows and
 ``lineage.json`` (MLflow run and registry version, DVC data md5, git commit,
 params, test metrics, model sha256). Re-importing makes it the store's latest.
 Output: ``registry/bento_model.json``.
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tabserve.bundle import (
+from tabserve.core.bundle import (
     EXAMPLES_FILE,
     MODEL_FILE,
     BundleIntegrityError,
@@ -96,7 +96,7 @@ def import_champion(model_name: str) -> dict[str, str]:
             tag,
             labels={"registry_version": str(mv.version), "alias": CHAMPION, "stage": "production"},
             metadata=metadata,
-            module="tabserve.bundle",
+            module="tabserve.core.bundle",
         ) as bento_model:
             write_bundle(
                 bento_model.path,

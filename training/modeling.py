@@ -10,9 +10,9 @@ import pandas as pd
 import xgboost as xgb
 from sklearn import metrics as skm
 
-from tabserve.bundle import Interval
-from tabserve.predictor import Predictor, class_probabilities
-from tabserve.schema import FeatureSchema
+from tabserve.core.bundle import Interval
+from tabserve.core.predictor import Predictor, class_probabilities
+from tabserve.core.schema import FeatureSchema
 from training.params import TrainParams
 
 

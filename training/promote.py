@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from tabserve.schema import FeatureSchema
+from tabserve.core.schema import FeatureSchema
 from training.params import METRICS_HIGHER_IS_BETTER, load_params
 from training.register import CHALLENGER, CHAMPION
 
@@ -95,8 +95,8 @@ def score_version(
     None if its schema is not ``schema``."""
     import mlflow
 
-    from tabserve.bundle import MODEL_FILE
-    from tabserve.predictor import Predictor
+    from tabserve.core.bundle import MODEL_FILE
+    from tabserve.core.predictor import Predictor
     from training.modeling import evaluate
 
     with tempfile.TemporaryDirectory() as tmp:

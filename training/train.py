@@ -25,7 +25,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn import metrics as skm
 
-from tabserve.bundle import (
+from tabserve.core.bundle import (
     INTERVAL_FILE,
     MODEL_FILE,
     QUANTILES_FILE,
@@ -36,9 +36,9 @@ from tabserve.bundle import (
     model_files_sha256,
     sha256_file,
 )
-from tabserve.drift import Reference, build_reference
-from tabserve.predictor import Predictor
-from tabserve.schema import FeatureSchema
+from tabserve.core.drift import Reference, build_reference
+from tabserve.core.predictor import Predictor
+from tabserve.core.schema import FeatureSchema
 from training.modeling import Evaluation, dmatrix, evaluate, fit, fit_interval, objective_params
 from training.params import Params, load_params
 
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: final fit, metrics, plots, and an MLflow run with the logged model."""
     import mlflow
 
-    from tabserve.pyfunc import log_model as log_pyfunc_model
+    from tabserve.mlflow_model.model import log_model as log_pyfunc_model
     from training.environment import configure_logging, configure_mlflow, git_commit
 
     parser = argparse.ArgumentParser(

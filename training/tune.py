@@ -42,8 +42,8 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from tabserve.bundle import md5_file
-from tabserve.schema import FeatureSchema
+from tabserve.core.bundle import md5_file
+from tabserve.core.schema import FeatureSchema
 from training.modeling import dmatrix, eval_metric_name, fit, objective_params
 from training.params import Params, TuneParams, load_params
 

@@ -21,10 +21,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tabserve.errors import RequestValidationError
-from tabserve.monitor import Monitor
-from tabserve.predictor import Predictor
-from tabserve.validation import ROWS_FIELD, RequestValidator
+from tabserve.core.errors import RequestValidationError
+from tabserve.core.predictor import Predictor
+from tabserve.core.validation import ROWS_FIELD, RequestValidator
+from tabserve.serving.monitor import Monitor
 from ui.batch import REJECTED_COLUMNS, BatchError, read_csv, score_frame
 from ui.card import card_markdown
 from ui.charts import (

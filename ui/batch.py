@@ -1,6 +1,6 @@
 """Batch scoring of an uploaded CSV: validate every row like the API, score the rest.
 
-Each row is checked by the service's own :class:`~tabserve.validation.RequestValidator`
+Each row is checked by the service's own :class:`~tabserve.core.validation.RequestValidator`
 (so a rejected row gets the reason ``POST /predict`` would give), and the valid rows
 are scored in one predictor call. Columns the model does not know (an id, the
 label) are kept in the output but not sent to the model.
@@ -15,26 +15,26 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from tabserve.errors import RequestValidationError
-from tabserve.monitor import Monitor
-from tabserve.predictor import answer_columns
-from tabserve.schema import FeatureSchema, FeatureSpec
-from tabserve.validation import ROWS_FIELD, RequestValidator
+from tabserve.core.errors import RequestValidationError
+from tabserve.core.predictor import answer_columns
+from tabserve.core.schema import FeatureSchema, FeatureSpec
+from tabserve.core.validation import ROWS_FIELD, RequestValidator
+from tabserve.serving.monitor import Monitor
 
 LINE_COLUMN = "line"
 REJECTED_COLUMNS = (LINE_COLUMN, "field", "reason")
 
 
 class RowPredictor(Protocol):
-    """What batch scoring needs from :class:`tabserve.predictor.Predictor`."""
+    """What batch scoring needs from :class:`tabserve.core.predictor.Predictor`."""
 
     schema: FeatureSchema
 
     def matrix(self, rows: list[dict[str, Any]]) -> Any:
-        """The encoded rows (see :meth:`tabserve.predictor.Predictor.matrix`)."""
+        """The encoded rows (see :meth:`tabserve.core.predictor.Predictor.matrix`)."""
 
     def answers(self, matrix: Any) -> list[dict[str, Any]]:
-        """One answer per encoded row (see :meth:`tabserve.predictor.Predictor.answers`)."""
+        """One answer per encoded row (see :meth:`tabserve.core.predictor.Predictor.answers`)."""
 
 
 class BatchError(ValueError):

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tabserve.schema import FeatureSchema, FeatureSpec, category_text
+from tabserve.core.schema import FeatureSchema, FeatureSpec, category_text
 
 # Dropdowns cannot hold None; this choice stands for "missing" (nullable features only).
 MISSING_CHOICE = ""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tabserve.errors import (
+from tabserve.core.errors import (
     MalformedRequestError,
     NotFoundError,
     PayloadTooLargeError,
@@ -43,8 +43,8 @@ from tabserve.errors import (
     ServiceError,
     UnsupportedMediaTypeError,
 )
-from tabserve.gateway import error_response
-from tabserve.state import StateStore, hashed
+from tabserve.http.envelope import error_response
+from tabserve.security.state import StateStore, hashed
 
 logger = logging.getLogger("tabserve.ui")
 

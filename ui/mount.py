@@ -27,12 +27,12 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from tabserve.auth import UI_PREFIX, is_ui_path
-from tabserve.errors import NotFoundError, NotReadyError
-from tabserve.heap import freeze_startup_heap
-from tabserve.monitor import Monitor
-from tabserve.predictor import Predictor
+from tabserve.core.errors import NotFoundError, NotReadyError
+from tabserve.core.predictor import Predictor
+from tabserve.core.validation import RequestValidator
+from tabserve.serving.heap import freeze_startup_heap
+from tabserve.serving.monitor import Monitor
 from tabserve.settings import Settings
-from tabserve.validation import RequestValidator
 
 logger = logging.getLogger("tabserve.ui")
 

@@ -3,8 +3,8 @@
 Not what a user would write (that is ``fastapi_app.py``): the same booster (the bundle in
 the BentoML store, read without BentoML), the same JWT check
 (:func:`tabserve.auth.verify_token`), the same login (the users file, argon2), the same
-schema validation (:class:`tabserve.validation.RequestValidator`) and the same encoding
-(:class:`tabserve.predictor.Predictor`: the schema's code matrix, no pandas frame); no
+schema validation (:class:`tabserve.core.validation.RequestValidator`) and the same encoding
+(:class:`tabserve.core.predictor.Predictor`: the schema's code matrix, no pandas frame); no
 batching, no error envelope, no metrics. It tells apart what BentoML's machinery costs or
 buys from what tabserve's own code does. Written the way a careful user would: ``async``
 endpoints that call the booster directly (one request at a time per process, no thread
@@ -28,11 +28,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2Pas
 
 from load_tests.payloads import bundle_dir
 from tabserve.auth import Claims, issue_token, verify_token
-from tabserve.errors import ServiceError
-from tabserve.predictor import Predictor
+from tabserve.core.errors import ServiceError
+from tabserve.core.predictor import Predictor
+from tabserve.core.validation import RequestValidator
+from tabserve.security.users import UserStore
 from tabserve.settings import load_settings
-from tabserve.users import UserStore
-from tabserve.validation import RequestValidator
 
 STATE: dict[str, Any] = {}
 

@@ -26,15 +26,15 @@ import numpy as np
 from load_tests.scrape import SHARED_MODEL_ENDPOINT
 from service import BATCHING, SERVER, SERVICE, Answers, serving_instance
 from tabserve.auth import AuthMiddleware
-from tabserve.gateway import EnvelopeMiddleware, JsonBodyMiddleware, ValidatedRows
-from tabserve.metrics import service_metrics
-from tabserve.predictor import (
+from tabserve.core.predictor import (
     Predictor,
     class_probabilities,
     classification_answers,
     regression_answers,
     regression_values,
 )
+from tabserve.http.envelope import EnvelopeMiddleware, JsonBodyMiddleware, ValidatedRows
+from tabserve.serving.metrics import service_metrics
 from tabserve.settings import model_tag_from_env
 
 

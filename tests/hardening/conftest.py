@@ -54,7 +54,7 @@ class Target:
 
 def add_user(users_file: Path, name: str = "alice", scopes: str = "predict,explain") -> None:
     """A user (alice with predict and explain by default), with a cheap argon2 profile."""
-    from tabserve.users import UserStore
+    from tabserve.security.users import UserStore
 
     UserStore(users_file, hasher=cheap_hasher()).add(name, PASSWORD, scopes)
 
@@ -144,7 +144,7 @@ def assert_healthy(target: Target) -> None:
         f"{target.url}/predict", json={"rows": rows}, headers=target.auth(), timeout=30
     )
     assert response.status_code == 200, response.text
-    from tabserve.bundle import MODEL_FILE, read_schema  # the files the server loaded
+    from tabserve.core.bundle import MODEL_FILE, read_schema  # the files the server loaded
 
     bundle = Path(target.env["BENTOML_HOME"]) / "models" / "tabserve" / "v1"
     schema = read_schema(bundle)

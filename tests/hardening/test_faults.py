@@ -80,7 +80,7 @@ def _corrupt_home(penguins_root: tuple[Path, TestModel], tmp_path: Path, how: st
         data[len(data) // 2] ^= 0xFF
         model_file.write_bytes(bytes(data))
     else:  # "corrupt": truncated, and its lineage rewritten to match (so only loading fails)
-        from tabserve.bundle import sha256_file
+        from tabserve.core.bundle import sha256_file
 
         model_file.write_bytes(bytes(data[: len(data) // 3]))
         lineage_file = bundle / "lineage.json"

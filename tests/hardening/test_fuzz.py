@@ -25,7 +25,7 @@ MAX_SECONDS = 60
 
 CONFIG = """
 [checks.negative_data_rejection]
-# every 4xx the service answers: the error classes of tabserve/errors.py (README, "Errors")
+# every 4xx the service answers: the error classes of tabserve/core/errors.py (README, "Errors")
 expected-statuses = ["400", "401", "403", "404", "405", "413", "415", "422", "429"]
 """
 

@@ -133,7 +133,7 @@ def _until_both_workers(
 
 
 def _expected(cluster: Cluster, rows: list[dict[str, Any]]) -> np.ndarray:
-    from tabserve.bundle import MODEL_FILE, read_schema
+    from tabserve.core.bundle import MODEL_FILE, read_schema
 
     bundle = Path(cluster.env["BENTOML_HOME"]) / "models" / "tabserve" / "v1"
     schema = read_schema(bundle)

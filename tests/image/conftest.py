@@ -112,7 +112,7 @@ def users_file(directory: Path, mode: int) -> Path:
     """``.tabserve/users.json`` with user alice, as ``tabserve users add`` writes it."""
     from argon2 import PasswordHasher
 
-    from tabserve.users import UserStore
+    from tabserve.security.users import UserStore
 
     path = directory / ".tabserve" / "users.json"
     cheap = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)  # not timed here

@@ -53,7 +53,7 @@ def _categorical_model(home: Path) -> tuple[str, list[dict[str, Any]]]:
 def test_short_locust_run_has_no_failures_and_forms_batches(
     tmp_path: Path, build: Callable[[Path], tuple[str, list[dict[str, Any]]]]
 ) -> None:
-    from tabserve.users import UserStore
+    from tabserve.security.users import UserStore
 
     home = tmp_path / "bentoml"
     tag, rows = build(home)

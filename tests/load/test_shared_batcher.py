@@ -20,8 +20,8 @@ import pytest
 
 from load_tests.payloads import bundle_dir, load_rows
 from load_tests.scrape import SHARED_MODEL_ENDPOINT, batches
-from tabserve.predictor import Predictor
-from tabserve.users import UserStore
+from tabserve.core.predictor import Predictor
+from tabserve.security.users import UserStore
 from tests.support import cheap_hasher, import_test_model, server_env, serving
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tabserve.bundle import read_lineage, read_schema, verify_bundle
+from tabserve.core.bundle import read_lineage, read_schema, verify_bundle
 from tests.pipeline.conftest import commit, dvc_lock_md5, mlflow_client, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from palmerpenguins import load_penguins
 
 from load_tests.processes import free_port, running
-from tabserve.bundle import read_examples, read_schema, verify_bundle
+from tabserve.core.bundle import read_examples, read_schema, verify_bundle
 from tests.pipeline.conftest import (
     commit,
     mlflow_client,
@@ -81,7 +81,7 @@ def test_penguins_with_id_column_categoricals_and_missing_values(penguins) -> No
 def _served_answers(repo: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """What `POST /predict` answers for ``frame``: the service's predictor on the bundle,
     as table columns (``label``, ``proba_<class>``)."""
-    from tabserve.predictor import Predictor, answer_columns
+    from tabserve.core.predictor import Predictor, answer_columns
 
     predictor = Predictor.from_bundle(repo / ".bentoml/models/tabserve/v1", version="v1")
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
@@ -142,7 +142,7 @@ def test_mlflow_models_serve_answers_like_the_service(penguins) -> None:
 
 
 def test_leaks_are_refused_then_allowed_or_dropped_end_to_end(make_repo) -> None:
-    from tabserve.validation import RequestValidator
+    from tabserve.core.validation import RequestValidator
     from ui.form import form_fields
 
     repo = make_repo(

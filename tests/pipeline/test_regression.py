@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tabserve.bundle import (
+from tabserve.core.bundle import (
     INTERVAL_FILE,
     QUANTILES_FILE,
     REFERENCE_FILE,
@@ -21,7 +21,7 @@ from tabserve.bundle import (
     read_schema,
     verify_bundle,
 )
-from tabserve.predictor import Predictor, answer_columns
+from tabserve.core.predictor import Predictor, answer_columns
 from tests.pipeline.conftest import mlflow_client, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tabserve.bundle import Lineage, sha256_file, write_bundle
-from tabserve.schema import FeatureSchema, infer_schema
+from tabserve.core.bundle import Lineage, sha256_file, write_bundle
+from tabserve.core.schema import FeatureSchema, infer_schema
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PASSWORD = "correct horse battery"
@@ -162,7 +162,7 @@ def models(
 @pytest.fixture(scope="package")
 def users_file(test_env: dict[str, str]) -> Path:
     """Users: ``alice`` (predict, explain), ``bob`` (predict), ``carol`` (admin)."""
-    from tabserve.users import UserStore
+    from tabserve.security.users import UserStore
 
     store = UserStore(test_env["TABSERVE_USERS_FILE"])
     store.add("alice", TEST_PASSWORD, "predict,explain")

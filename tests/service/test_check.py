@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tabserve.cli import main
+from tabserve.cli.main import main
 
 
 def test_check_passes_for_an_intact_model(

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from load_tests.processes import free_port, running
-from tabserve.users import UserStore
+from tabserve.security.users import UserStore
 from tests.monitoring import ALERTS, dashboard_queries
 from tests.support import REPO, TestModel, cheap_hasher, import_test_model, server_env, serving
 
@@ -267,7 +267,7 @@ def test_inference_log_has_one_line_per_answered_row(
 
 
 def _lines(folder: Path) -> list[dict[str, Any]]:
-    from tabserve.inference_log import read_log
+    from tabserve.serving.inference_log import read_log
 
     return read_log(folder) if folder.exists() else []
 

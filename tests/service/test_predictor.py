@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from tabserve.bundle import BundleIntegrityError
-from tabserve.predictor import Predictor
+from tabserve.core.bundle import BundleIntegrityError
+from tabserve.core.predictor import Predictor
 
 
 @pytest.fixture(params=["binary", "multiclass"])

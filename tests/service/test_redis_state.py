@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tabserve.login_guard import LoginGuard
+from tabserve.security.login_guard import LoginGuard
+from tabserve.security.state import Limit, RedisStateStore, StateStoreError, hashed
 from tabserve.settings import Settings
-from tabserve.state import Limit, RedisStateStore, StateStoreError, hashed
 from tests.support import free_port, redis_server
 
 
@@ -83,7 +83,7 @@ def test_a_redis_that_is_down_fails_closed(tmp_path: Path) -> None:
         with pytest.raises(StateStoreError, match="state store"):
             await store.revoked("jti", "x")
         started = time.monotonic()
-        from tabserve.errors import NotReadyError
+        from tabserve.core.errors import NotReadyError
 
         with pytest.raises(NotReadyError):
             await guard.check("alice", "192.0.2.1", lambda: {"user": "alice"})

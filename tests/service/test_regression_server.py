@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from tabserve.bundle import QUANTILES_FILE, read_interval
-from tabserve.users import UserStore
+from tabserve.core.bundle import QUANTILES_FILE, read_interval
+from tabserve.security.users import UserStore
 from tests.support import TestModel, cheap_hasher, import_test_model, server_env, serving
 
 pytestmark = pytest.mark.slow

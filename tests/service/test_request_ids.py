@@ -1,7 +1,7 @@
 """Request ids and error lines on a real ``bentoml serve``, with tracing off and on.
 
 By default (no tracing exporter configured) tabserve switches OpenTelemetry off
-(``OTEL_SDK_DISABLED=true``, ``tabserve/tracing.py``) and BentoML's access log too
+(``OTEL_SDK_DISABLED=true``, ``tabserve/serving/tracing.py``) and BentoML's access log too
 (``TABSERVE_ACCESS_LOG=errors``). BentoML takes a request's id from its span, which is
 then the invalid one (id 0) for every request: each answer must still carry its own id,
 in ``X-Request-ID``, BentoML's ``X-BentoML-Request-ID`` and the error envelope, and every
@@ -36,7 +36,7 @@ HEX_ID = re.compile(r"^[0-9a-f]{16}$")
 def _environment(tmp_path: Path, **extra: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
     from sklearn.datasets import load_breast_cancer
 
-    from tabserve.users import UserStore
+    from tabserve.security.users import UserStore
 
     home = tmp_path / "bentoml"
     model = import_test_model(

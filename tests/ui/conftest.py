@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from tabserve.security.users import UserStore
 from tabserve.settings import Settings
-from tabserve.users import UserStore
 from tests.support import TestModel, import_test_model, running_server
 from tests.ui.browser import PASSWORD
 

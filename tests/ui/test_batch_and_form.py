@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tabserve.errors import RequestValidationError
-from tabserve.predictor import Predictor
-from tabserve.validation import RequestValidator
+from tabserve.core.errors import RequestValidationError
+from tabserve.core.predictor import Predictor
+from tabserve.core.validation import RequestValidator
 from tests.support import REPO, TestModel, import_test_model
 from ui.batch import BatchError, read_csv, score_frame
 from ui.form import MISSING_CHOICE, form_fields, row_from_values, values_from_row

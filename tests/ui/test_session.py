@@ -24,9 +24,9 @@ from tabserve.auth import (
     issue_session_token,
     issue_token,
 )
-from tabserve.gateway import EnvelopeMiddleware
+from tabserve.http.envelope import EnvelopeMiddleware
+from tabserve.security.users import UserStore
 from tabserve.settings import Settings
-from tabserve.users import UserStore
 
 PASSWORD = "correct horse battery"
 

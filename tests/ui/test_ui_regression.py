@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tabserve.users import UserStore
+from tabserve.security.users import UserStore
 from tests.support import REPO, cheap_hasher, import_test_model, running_server, server_env
 from tests.ui.browser import (
     CHROMIUM,

@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from tabserve.auth import VerifiedTokens, bearer_token, is_open_path, issue_token, verify_token
-from tabserve.errors import UnauthenticatedError
+from tabserve.core.errors import UnauthenticatedError
 from tabserve.settings import Settings, SettingsError
 from tests.support import rsa_keys
 
@@ -308,7 +308,7 @@ def test_revoking_a_subject_refuses_its_earlier_tokens_only(settings: Settings) 
     import asyncio
 
     from tabserve.auth import Claims, check_not_revoked, revoke_subject, revoke_token_id
-    from tabserve.state import MemoryStateStore
+    from tabserve.security.state import MemoryStateStore
 
     store = MemoryStateStore()
     before = verify_token(settings, issue_token(settings, "bob", ["predict"])[0])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from tabserve import bentoml_fixes
+from tabserve.serving import bentoml_fixes
 
 
 async def _ok_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

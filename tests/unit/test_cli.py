@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tabserve.auth import verify_token
-from tabserve.cli import main
+from tabserve.cli.main import main
+from tabserve.security.users import UserStore
 from tabserve.settings import load_settings
-from tabserve.users import UserStore
 
 
 @pytest.fixture
@@ -42,7 +42,9 @@ def test_init_local_creates_secret_and_demo_user_once(
     assert password in first and "/auth/token" in first
     for name in ("jwt_secret", "demo_password"):
         assert _mode(local_env / name) == 0o600
-    assert _mode(local_env / "users.json") == 0o640  # group-readable: see tabserve/users.py
+    assert (
+        _mode(local_env / "users.json") == 0o640
+    )  # group-readable: see tabserve/security/users.py
     assert (local_env / ".gitignore").read_text().strip().endswith("*")
     assert UserStore(local_env / "users.json").authenticate("demo", password) is not None
 

@@ -223,8 +223,8 @@ def test_tabserve_is_hardened_like_the_documented_run_command() -> None:
 
 
 def test_the_service_workers_share_their_auth_state_in_redis() -> None:
+    from tabserve.security.state import check_state_url
     from tabserve.settings import ServerSettings
-    from tabserve.state import check_state_url
 
     services = compose()["services"]
     env = services["tabserve"]["environment"]

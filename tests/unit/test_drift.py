@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tabserve.drift import (
+from tabserve.core.drift import (
     DriftWindow,
     FeatureBinner,
     FeatureProfile,
@@ -19,8 +19,8 @@ from tabserve.drift import (
     feature_bins,
     psi,
 )
-from tabserve.predictor import Predictor
-from tabserve.schema import infer_schema
+from tabserve.core.predictor import Predictor
+from tabserve.core.schema import infer_schema
 
 
 def _model() -> tuple[Predictor, pd.DataFrame]:

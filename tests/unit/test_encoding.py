@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tabserve.bundle import Lineage
-from tabserve.predictor import Predictor
-from tabserve.schema import FeatureSchema, infer_schema
+from tabserve.core.bundle import Lineage
+from tabserve.core.predictor import Predictor
+from tabserve.core.schema import FeatureSchema, infer_schema
 
 LINEAGE = Lineage(
     model_name="t",
@@ -173,8 +173,8 @@ def test_rows_in_schema_order_and_in_any_other_order_encode_alike() -> None:
 
 
 def test_validated_rows_are_mappings_of_their_values_and_encode_like_dicts() -> None:
-    from tabserve.schema import SchemaRow
-    from tabserve.validation import RequestValidator
+    from tabserve.core.schema import SchemaRow
+    from tabserve.core.validation import RequestValidator
 
     _, schema, frame = _model(3)
     features = frame.drop(columns=["target"])

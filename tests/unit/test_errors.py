@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tabserve.errors import (
+from tabserve.core.errors import (
     ForbiddenError,
     RequestValidationError,
     TooManyRequestsError,

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from tabserve.errors import (
+from tabserve.core.errors import (
     InvalidCredentialsError,
     ServerBusyError,
     TooManyRequestsError,
 )
-from tabserve.login_guard import CLIENT_FAILURES_FACTOR, LoginGuard
+from tabserve.security.login_guard import CLIENT_FAILURES_FACTOR, LoginGuard
+from tabserve.security.state import Limit, MemoryStateStore, check_state_url, hashed, redacted
 from tabserve.settings import Settings
-from tabserve.state import Limit, MemoryStateStore, check_state_url, hashed, redacted
 
 
 class Outcomes:

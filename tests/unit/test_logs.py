@@ -1,7 +1,7 @@
 """The log format switch: BentoML's logging set up as ``bentoml serve`` does, then JSON.
 
 Each case runs in a fresh interpreter (logging is process-wide state): BentoML's
-``configure_server_logging()``, then :func:`tabserve.logs.configure_logging`, then a
+``configure_server_logging()``, then :func:`tabserve.serving.logs.configure_logging`, then a
 log line with an extra field, a BentoML line, a Python warning, an exception in a
 thread and an uncaught one. With ``json`` every line the process writes must parse.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tabserve.logs import configure_logging, trace_ids
+from tabserve.serving.logs import configure_logging, trace_ids
 from tabserve.settings import Settings, SettingsError, load_settings
 from tests.support import REPO
 
@@ -25,7 +25,7 @@ import logging, sys, threading, warnings
 from bentoml._internal.log import configure_server_logging
 
 configure_server_logging()
-from tabserve.logs import configure_logging
+from tabserve.serving.logs import configure_logging
 
 print(configure_logging(sys.argv[1]))
 logging.getLogger("tabserve.check").warning("hello %s", "world", extra={"rows": 3})

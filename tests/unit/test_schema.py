@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabserve.schema import FeatureSchema, category_text, infer_schema, is_id_like
+from tabserve.core.schema import FeatureSchema, category_text, infer_schema, is_id_like
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def _production(tmp_path: Path, users: Path) -> Settings:
 def _user(path: Path) -> Path:
     from argon2 import PasswordHasher
 
-    from tabserve.users import UserStore
+    from tabserve.security.users import UserStore
 
     cheap = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
     UserStore(path, hasher=cheap).add("alice", "long enough password", "predict")
@@ -158,7 +158,7 @@ def test_a_secret_file_that_cannot_be_read_names_the_file(tmp_path: Path, kind: 
 def test_serve_runs_bentoml_with_the_graceful_shutdown_timeout() -> None:
     import sys
 
-    from tabserve.cli import serve_argv
+    from tabserve.cli.main import serve_argv
 
     argv = serve_argv(Settings(shutdown_grace_s=7), "service:Tabserve", "127.0.0.1", 3001)
     assert argv[:5] == [sys.executable, "-m", "bentoml", "serve", "service:Tabserve"]

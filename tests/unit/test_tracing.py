@@ -1,5 +1,5 @@
 """OpenTelemetry's ASGI middleware is left out of BentoML's app exactly when the SDK is off
-(``tabserve/tracing.py``); the served behaviour, ids and spans, is in
+(``tabserve/serving/tracing.py``); the served behaviour, ids and spans, is in
 ``tests/service/test_request_ids.py``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import bentoml
 import pytest
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-from tabserve import tracing
+from tabserve.serving import tracing
 
 
 @bentoml.service(name="tracing_probe")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from tabserve.users import UserError, UserStore, parse_scopes
+from tabserve.security.users import UserError, UserStore, parse_scopes
 
 
 @pytest.fixture

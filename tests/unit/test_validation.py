@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tabserve.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
-from tabserve.schema import FeatureSchema, FeatureSpec, TargetSpec
-from tabserve.validation import RequestValidator
+from tabserve.core.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
+from tabserve.core.schema import FeatureSchema, FeatureSpec, TargetSpec
+from tabserve.core.validation import RequestValidator
 from tests.unit.test_validation_fast_path import MIXED as MIXED_SCHEMA
 
 GOOD = {"bill length": 41.5, "mass": 3900, "island": "Dream", "grade": "2"}

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tabserve.errors import ServiceError
-from tabserve.schema import FeatureSchema, FeatureSpec, TargetSpec
-from tabserve.validation import RequestValidator
+from tabserve.core.errors import ServiceError
+from tabserve.core.schema import FeatureSchema, FeatureSpec, TargetSpec
+from tabserve.core.validation import RequestValidator
 
 MIXED = FeatureSchema(
     features=[

@@ -3,7 +3,7 @@
 A classifier answers a label and class probabilities, a regression model a value and
 its prediction interval (the quantile model of ``quantiles.ubj``, calibrated as
 ``intervals.json`` says). Used by the BentoML service, in process by the UI, and by the
-registered MLflow model (``tabserve/pyfunc.py``) and the `train`/`promote` stages, so
+registered MLflow model (``tabserve/mlflow_model/model.py``) and the `train`/`promote` stages, so
 that every one of them gives the same numbers. The booster reads the schema's
 one encoding (:meth:`FeatureSchema.encode`): a float64 matrix with each category as its
 code in schema order and missing as NaN. Prediction goes through
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from tabserve.bundle import (
+from tabserve.core.bundle import (
     MODEL_FILE,
     QUANTILES_FILE,
     BundleIntegrityError,
@@ -37,7 +37,7 @@ from tabserve.bundle import (
     read_schema,
     verify_bundle,
 )
-from tabserve.schema import FeatureSchema, Label
+from tabserve.core.schema import FeatureSchema, Label
 
 logger = logging.getLogger("tabserve.predictor")
 

@@ -22,7 +22,7 @@ agree, 0.1 to 0.2 is a moderate shift, over 0.2 a significant one.
 Each worker process keeps its own window of the rows it served (the kernel spreads
 connections over the workers, so each window samples the same traffic); Prometheus'
 multiprocess mode then exports the largest PSI among live workers and the sum of
-their window sizes (see ``tabserve/metrics.py``).
+their window sizes (see ``tabserve/serving/metrics.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from tabserve.schema import FeatureSchema
+from tabserve.core.schema import FeatureSchema
 
 QUANTILE_BINS = 10
 EPSILON = 1e-4  # a share never observed counts as this, so the PSI stays finite

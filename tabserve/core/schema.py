@@ -341,7 +341,7 @@ def category_text(value: Any) -> str | None:
     ``"True"``. ``None``, NaN and ``pd.NA`` are missing. This is what training and
     serving frames hold (:meth:`FeatureSchema.to_frame`); request validation reads
     JSON values with it too, but only numbers, bools and strings
-    (``tabserve.validation``).
+    (``tabserve.core.validation``).
     """
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None

@@ -1,4 +1,4 @@
-"""The MLflow model-from-code entry point of the registered model (see ``tabserve/pyfunc.py``).
+"""The MLflow model-from-code entry point of the registered model (see ``tabserve/mlflow_model/model.py``).
 
 MLflow runs this file when it loads the model: it names the model object, instead of
 unpickling one (``train`` logs ``python_model=<this file>``). Never imported otherwise.
@@ -6,6 +6,6 @@ unpickling one (``train`` logs ``python_model=<this file>``). Never imported oth
 
 from mlflow.models import set_model
 
-from tabserve.pyfunc import TabularModel
+from tabserve.mlflow_model.model import TabularModel
 
 set_model(TabularModel())

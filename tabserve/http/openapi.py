@@ -15,10 +15,10 @@ import json
 from typing import Any
 
 from tabserve.auth import ROUTE_SCOPES, TOKEN_PATH
-from tabserve.gateway import StateProvider
-from tabserve.schema import FeatureSchema
+from tabserve.core.schema import FeatureSchema
+from tabserve.core.validation import RequestValidator
+from tabserve.http.envelope import StateProvider
 from tabserve.settings import SCOPES
-from tabserve.validation import RequestValidator
 
 SPEC_PATH = "/docs.json"
 SECURITY_SCHEME = "OAuth2PasswordBearer"

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from tabserve.drift import DriftWindow, Reference
-from tabserve.inference_log import InferenceLog
-from tabserve.metrics import DriftMetrics, ServiceMetrics, drift_metrics
+from tabserve.core.drift import DriftWindow, Reference
+from tabserve.serving.inference_log import InferenceLog
+from tabserve.serving.metrics import DriftMetrics, ServiceMetrics, drift_metrics
 from tabserve.settings import Settings
 
 logger = logging.getLogger("tabserve.monitor")

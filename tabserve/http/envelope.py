@@ -2,12 +2,12 @@
 
 Two pure ASGI middlewares; ``service.py`` adds them (outermost first) as
 envelope → :class:`tabserve.auth.AuthMiddleware` → JSON body →
-:class:`tabserve.openapi.OpenAPIMiddleware`:
+:class:`tabserve.http.openapi.OpenAPIMiddleware`:
 
 - :class:`EnvelopeMiddleware` gives every request an id (BentoML's request/span
   id, which its log lines carry too), enforces the body-size limit, adds the
   ``X-Request-ID`` and ``X-Model-Version`` headers, turns every
-  :class:`~tabserve.errors.ServiceError` into the envelope, and rewrites error
+  :class:`~tabserve.core.errors.ServiceError` into the envelope, and rewrites error
   bodies produced elsewhere (router 404/405, BentoML's own 4xx/5xx) into it. An
   unexpected exception is logged with its stack trace and answered with a bare
   500 envelope. Every error answer is logged once, with its request id (4xx as
@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import ValidatorFunctionWrapHandler, WrapValidator
 
-from tabserve import logs
-from tabserve.errors import (
+from tabserve.core.errors import (
     InternalError,
     NotReadyError,
     PayloadTooLargeError,
@@ -42,11 +41,12 @@ from tabserve.errors import (
     error_for_status,
     is_envelope,
 )
+from tabserve.core.validation import RequestValidator
+from tabserve.serving import logs
 from tabserve.settings import Settings
-from tabserve.validation import RequestValidator
 
 if TYPE_CHECKING:
-    from tabserve.monitor import Monitor
+    from tabserve.serving.monitor import Monitor
 
 logger = logging.getLogger("tabserve.gateway")
 
@@ -97,7 +97,7 @@ def _handed_off(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 ValidatedRows = Annotated[list[Mapping[str, Any]], WrapValidator(_handed_off)]
 """The type of the prediction APIs' ``rows``: the rows the gateway validated (each a
-:class:`~tabserve.schema.SchemaRow`: its values in schema order, read as a mapping).
+:class:`~tabserve.core.schema.SchemaRow`: its values in schema order, read as a mapping).
 
 BentoML parses each request body into the API's input model. For ``/predict`` and
 ``/explain`` the :class:`JsonBodyMiddleware` has already parsed and validated the body
@@ -117,7 +117,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 def _request_id() -> str:
     """BentoML's id of the current request (shared with its log lines); with tracing off,
-    a fresh one, made BentoML's too (:func:`tabserve.logs.assign_request_id`)."""
+    a fresh one, made BentoML's too (:func:`tabserve.serving.logs.assign_request_id`)."""
     try:
         return logs.assign_request_id()
     except Exception:  # the id is best effort; never fail a request over it

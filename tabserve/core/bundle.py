@@ -6,11 +6,11 @@ model directory and adds the lineage and examples; the service, the UI and the M
 model read them back. Layout (all plain files, no pickle):
 
 - ``model.ubj``: the XGBoost booster in its native UBJSON format;
-- ``schema.json``: the :class:`~tabserve.schema.FeatureSchema`;
+- ``schema.json``: the :class:`~tabserve.core.schema.FeatureSchema`;
 - regression only: ``quantiles.ubj``, the booster of the prediction interval's two
   ends, and ``intervals.json``, how they are calibrated (:class:`Interval`);
 - ``reference.json``: the training data's profile, the reference of the service's
-  drift gauges (:class:`tabserve.drift.Reference`);
+  drift gauges (:class:`tabserve.core.drift.Reference`);
 - ``lineage.json``: where the model came from (:class:`Lineage`), with the sha256 of
   the model and of every other model file, checked whenever the bundle is read;
 - ``examples.json``: a sample of rows from the frozen test split, with labels.
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from tabserve.drift import Reference
+    from tabserve.core.drift import Reference
 
-from tabserve.schema import FeatureSchema
+from tabserve.core.schema import FeatureSchema
 
 MODEL_FILE = "model.ubj"
 SCHEMA_FILE = "schema.json"
@@ -199,7 +199,7 @@ def read_interval(directory: str | Path) -> Interval | None:
 
 def read_reference(directory: str | Path) -> Reference | None:
     """The drift reference (``reference.json``), or None for a bundle made without one."""
-    from tabserve.drift import Reference
+    from tabserve.core.drift import Reference
 
     path = Path(directory) / REFERENCE_FILE
     return Reference.model_validate_json(path.read_text()) if path.exists() else None

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tabserve.security.state import MEMORY_URL, StateStoreError, open_state
+from tabserve.security.users import UserError, UserStore, hasher_for, parse_scopes
 from tabserve.settings import (
     DEMO_PASSWORD_FILE_NAME,
     MAX_TOKEN_TTL_S,
@@ -35,8 +37,6 @@ from tabserve.settings import (
     check_startup,
     load_settings,
 )
-from tabserve.state import MEMORY_URL, StateStoreError, open_state
-from tabserve.users import UserError, UserStore, hasher_for, parse_scopes
 
 _MEMORY_NOTE = (
     "TABSERVE_STATE_URL is memory://: each running worker keeps its revocations in its "
@@ -120,7 +120,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from tabserve.auth import revoke_token_id, verify_token
-    from tabserve.errors import UnauthenticatedError
+    from tabserve.core.errors import UnauthenticatedError
 
     if settings.state_url == MEMORY_URL:
         raise SettingsError(
@@ -210,8 +210,8 @@ def check_serving(settings: Settings) -> list[str]:
         SettingsError: for an unusable key, or a model that is missing, corrupt or
             inconsistent with its schema (the message says which and what to run).
     """
-    from tabserve.bundle import BundleIntegrityError
-    from tabserve.predictor import Predictor
+    from tabserve.core.bundle import BundleIntegrityError
+    from tabserve.core.predictor import Predictor
 
     _ = settings.verification_keys
     messages = [f"warning: {w}" for w in check_startup(settings)]
@@ -286,9 +286,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _drift_report(settings: Settings, args: argparse.Namespace) -> int:
-    from tabserve.bundle import read_reference
-    from tabserve.drift_report import drift_page, load_rows
-    from tabserve.predictor import Predictor
+    from tabserve.core.bundle import read_reference
+    from tabserve.core.drift_report import drift_page, load_rows
+    from tabserve.core.predictor import Predictor
 
     if args.bundle is not None:
         directory, version = args.bundle, args.bundle.name
@@ -304,7 +304,7 @@ def _drift_report(settings: Settings, args: argparse.Namespace) -> int:
                 "TABSERVE_MODEL_TAG, or give the bundle's folder with --bundle"
             ) from None
         directory, version = Path(stored.path), str(stored.tag.version)
-    from tabserve.bundle import BundleIntegrityError
+    from tabserve.core.bundle import BundleIntegrityError
 
     try:
         predictor = Predictor.from_bundle(directory, version=version)

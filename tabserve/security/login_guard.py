@@ -19,7 +19,7 @@ Every login (``POST /auth/token`` and the UI's form) goes through :meth:`LoginGu
    recorded after the hash, so it may overshoot by at most the verifications running
    at that moment (the bound above, per worker).
 
-The counters live in the state store (:mod:`tabserve.state`): per worker with
+The counters live in the state store (:mod:`tabserve.security.state`): per worker with
 ``memory://``, shared by every worker and replica with Redis.
 """
 
@@ -32,15 +32,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from tabserve.errors import (
+from tabserve.core.errors import (
     InvalidCredentialsError,
     NotReadyError,
     ServerBusyError,
     TooManyRequestsError,
 )
-from tabserve.metrics import auth_metrics
+from tabserve.security.state import Limit, StateStore, StateStoreError, hashed
+from tabserve.serving.metrics import auth_metrics
 from tabserve.settings import Settings
-from tabserve.state import Limit, StateStore, StateStoreError, hashed
 
 logger = logging.getLogger("tabserve.auth")
 
@@ -55,7 +55,7 @@ class LoginGuard:
         settings: the limits (failures, window, concurrency, queue timeout).
         store: where the counters live.
         metrics: counts the outcomes (``tabserve_login_attempts_total``); the process's
-            :func:`tabserve.metrics.auth_metrics` by default.
+            :func:`tabserve.serving.metrics.auth_metrics` by default.
     """
 
     def __init__(self, settings: Settings, store: StateStore, metrics: Any = None) -> None:

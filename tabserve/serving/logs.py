@@ -64,7 +64,7 @@ def assign_request_id() -> str:
 
     BentoML takes a request's id from its OpenTelemetry span. With tracing off
     (``OTEL_SDK_DISABLED=true``, the default without an exporter: see
-    :mod:`tabserve.tracing`) every span is the invalid one, whose id is 0, so every
+    :mod:`tabserve.serving.tracing`) every span is the invalid one, whose id is 0, so every
     request would share the id ``0000000000000000``. This sets 64 random bits (what
     OpenTelemetry's own id generator draws) as BentoML's request id instead, in the
     request's context: BentoML's response headers and log lines, the error envelope,

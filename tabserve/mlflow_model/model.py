@@ -6,7 +6,7 @@ artifact and this package as its code (``code_paths``), so the model scores fram
 they come from a CSV or Parquet file (text columns as ``str`` or ``object``, missing
 values) wherever MLflow models run: ``mlflow.pyfunc.load_model``, ``mlflow models
 serve``, ``mlflow.pyfunc.spark_udf``. It answers through the service's own
-:class:`~tabserve.predictor.Predictor` and answer columns (``label``, ``proba_<class>``;
+:class:`~tabserve.core.predictor.Predictor` and answer columns (``label``, ``proba_<class>``;
 or ``prediction``, ``low``, ``high``), so its numbers are the ones ``POST /predict``
 gives for the same rows.
 
@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
-from tabserve.schema import FeatureSchema
+from tabserve.core.schema import FeatureSchema
 
 BUNDLE_ARTIFACT = "bundle"
 
@@ -35,7 +35,7 @@ class TabularModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the model files (verified when the bundle is served; here as logged)."""
-        from tabserve.predictor import Predictor
+        from tabserve.core.predictor import Predictor
 
         self.predictor = Predictor.from_files(context.artifacts[BUNDLE_ARTIFACT], version="mlflow")
 
@@ -43,7 +43,7 @@ class TabularModel(PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Answers for ``model_input`` (columns the model does not know are ignored)."""
-        from tabserve.predictor import answer_columns
+        from tabserve.core.predictor import answer_columns
 
         answers = self.predictor.predict(model_input)
         return pd.DataFrame(answer_columns(answers), index=model_input.index)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tabserve.drift import DriftReport
+    from tabserve.core.drift import DriftReport
 
 _LOCK = threading.Lock()
 _METRICS: ServiceMetrics | None = None

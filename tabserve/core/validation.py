@@ -30,8 +30,8 @@ from pydantic import (
     create_model,
 )
 
-from tabserve.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
-from tabserve.schema import FeatureSchema, FeatureSpec, category_text
+from tabserve.core.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
+from tabserve.core.schema import FeatureSchema, FeatureSpec, category_text
 
 ROWS_FIELD = "rows"
 # XGBoost reads 32-bit floats: a larger (finite, float64) number would become infinite.
@@ -43,7 +43,7 @@ def _json_category_text(value: Any) -> Any:
 
     Anything else is left for the field to accept or refuse: ``null`` (missing, where
     the feature is nullable), and NaN, Infinity, lists and objects, which are never a
-    category (:func:`~tabserve.schema.category_text` would read NaN as missing and
+    category (:func:`~tabserve.core.schema.category_text` would read NaN as missing and
     ``[1]`` as the text ``"[1]"``).
     """
     if isinstance(value, str):  # already text (the common case, on the hot path)
@@ -227,7 +227,7 @@ class RequestValidator:
         """Validate a raw JSON body in one pass; return the rows :meth:`validate_body` gives.
 
         Every feature present (missing nullable ones as ``None``), numbers as floats,
-        categories as text; each row a :class:`~tabserve.schema.SchemaRow` (equal to the
+        categories as text; each row a :class:`~tabserve.core.schema.SchemaRow` (equal to the
         dict :meth:`validate_body` gives). A valid body is parsed and validated by
         pydantic-core, without ``json.loads`` or a second parse. Anything
         pydantic-core refuses goes through :meth:`validate_body`, so errors (and their

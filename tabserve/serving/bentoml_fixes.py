@@ -50,7 +50,7 @@ import inspect
 import logging
 from typing import Any
 
-from tabserve.errors import RequestTimeoutError, envelope_bytes
+from tabserve.core.errors import RequestTimeoutError, envelope_bytes
 
 logger = logging.getLogger("tabserve.bentoml_fixes")
 

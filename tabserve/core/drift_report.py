@@ -1,11 +1,11 @@
 """``tabserve drift-report``: one HTML page comparing served rows with the training data.
 
-The rows come from an inference log (``tabserve/inference_log.py``: a folder or a
+The rows come from an inference log (``tabserve/serving/inference_log.py``: a folder or a
 file of JSON lines, with the answers the service gave) or from a CSV or Parquet file
 of rows (the validation split, say, for comparison: its answers are computed with the
 bundle's own predictor). For each feature the page shows the reference and served
 shares per bin and the PSI, and the same for the predictions, with the numbers of the
-service's drift gauges (``tabserve/drift.py``). Plotly draws it; the page embeds
+service's drift gauges (``tabserve/core/drift.py``). Plotly draws it; the page embeds
 plotly.js, so it opens without a network.
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from tabserve.drift import (
+from tabserve.core.drift import (
     DriftReport,
     Reference,
     compare,
@@ -29,8 +29,8 @@ from tabserve.drift import (
     prediction_statistic,
     shares,
 )
-from tabserve.inference_log import read_log
-from tabserve.predictor import Predictor
+from tabserve.core.predictor import Predictor
+from tabserve.serving.inference_log import read_log
 
 REFERENCE_COLOUR = "#94a3b8"
 SERVED_COLOUR = "#ea580c"

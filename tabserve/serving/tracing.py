@@ -12,7 +12,7 @@ service class is defined, its configuration known).
 - No exporter configured and ``OTEL_SDK_DISABLED`` unset: it is set to ``true``.
 - An exporter configured (``tracing.exporter_type`` of the service, in BentoML's
   configuration file, ``BENTOML_CONFIG``, or ``BENTOML_CONFIG_OPTIONS`` as
-  ``services.tabserve.tracing.exporter_type=otlp``): tracing stays on, as BentoML
+  ``services.tabserve.serving.tracing.exporter_type=otlp``): tracing stays on, as BentoML
   configures it.
 - ``OTEL_SDK_DISABLED`` set by you: your value holds either way.
 
@@ -22,7 +22,7 @@ for a no-op span, its context and the middleware's wrapped ``receive``/``send`` 
 5 % of the CPU per request, ``make bench``'s py-spy profile).
 :func:`skip_tracing_middleware_when_off` leaves it out of the app when the SDK is off.
 
-Requests keep their id with tracing off: :func:`tabserve.logs.assign_request_id`.
+Requests keep their id with tracing off: :func:`tabserve.serving.logs.assign_request_id`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The registered MLflow model (a pyfunc over the core); it carries only the core."""
