@@ -50,7 +50,9 @@ CHEAP_ARGON2 = {
 
 # Tracing on, as a user switches it on (BentoML 1.4 reads it per service), with BentoML's
 # in-memory test exporter: tabserve switches tracing off when no exporter is configured.
-TRACING_ON = "services.tabserve.serving.tracing.exporter_type=in_memory services.tabserve.serving.tracing.sample_rate=1.0"
+TRACING_ON = (
+    "services.tabserve.tracing.exporter_type=in_memory services.tabserve.tracing.sample_rate=1.0"
+)
 
 
 # Set in the test process itself by what it imports in process (prometheus_client's

@@ -1,4 +1,4 @@
-"""The MLflow model-from-code entry point of the registered model (see ``tabserve/mlflow_model/model.py``).
+"""The MLflow model-from-code entry point of the registered model (see ``model.py``).
 
 MLflow runs this file when it loads the model: it names the model object, instead of
 unpickling one (``train`` logs ``python_model=<this file>``). Never imported otherwise.

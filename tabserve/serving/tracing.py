@@ -12,7 +12,7 @@ service class is defined, its configuration known).
 - No exporter configured and ``OTEL_SDK_DISABLED`` unset: it is set to ``true``.
 - An exporter configured (``tracing.exporter_type`` of the service, in BentoML's
   configuration file, ``BENTOML_CONFIG``, or ``BENTOML_CONFIG_OPTIONS`` as
-  ``services.tabserve.serving.tracing.exporter_type=otlp``): tracing stays on, as BentoML
+  ``services.tabserve.tracing.exporter_type=otlp``): tracing stays on, as BentoML
   configures it.
 - ``OTEL_SDK_DISABLED`` set by you: your value holds either way.
 

@@ -44,7 +44,7 @@ def test_init_local_creates_secret_and_demo_user_once(
         assert _mode(local_env / name) == 0o600
     assert (
         _mode(local_env / "users.json") == 0o640
-    )  # group-readable: see tabserve/security/users.py
+    )  # group-readable (users.py)
     assert (local_env / ".gitignore").read_text().strip().endswith("*")
     assert UserStore(local_env / "users.json").authenticate("demo", password) is not None
 
