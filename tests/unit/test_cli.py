@@ -42,9 +42,7 @@ def test_init_local_creates_secret_and_demo_user_once(
     assert password in first and "/auth/token" in first
     for name in ("jwt_secret", "demo_password"):
         assert _mode(local_env / name) == 0o600
-    assert (
-        _mode(local_env / "users.json") == 0o640
-    )  # group-readable (users.py)
+    assert _mode(local_env / "users.json") == 0o640  # group-readable (users.py)
     assert (local_env / ".gitignore").read_text().strip().endswith("*")
     assert UserStore(local_env / "users.json").authenticate("demo", password) is not None
 
