@@ -393,7 +393,8 @@ def prepare_auth(workdir: Path) -> dict[str, str]:
     and 64 users logging in with the default profile would cost the server ~10 s of
     CPU (argon2 verification reads its cost from the stored hash).
     """
-    from tabserve.security.users import UserStore, password_hasher
+    from tabserve.security.passwords import password_hasher
+    from tabserve.security.users import UserStore
 
     password = secrets.token_urlsafe(16)
     users = workdir / "users.json"

@@ -84,7 +84,7 @@ def server_env(root: Path, model_tag: str, **extra: str) -> dict[str, str]:
 
 def cheap_hasher() -> Any:
     """The argon2 hasher of :data:`CHEAP_ARGON2`."""
-    from tabserve.security.users import password_hasher
+    from tabserve.security.passwords import password_hasher
 
     return password_hasher(1, 8192, 1)
 

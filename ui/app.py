@@ -13,7 +13,6 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import pandas as pd
 from tabserve.core.errors import RequestValidationError
 from tabserve.core.predictor import Predictor
 from tabserve.core.validation import ROWS_FIELD, RequestValidator
+from tabserve.http.requests import REQUEST_ID, SCOPES
+from tabserve.security.scopes import grants
 from tabserve.serving.monitor import Monitor
 from ui.batch import REJECTED_COLUMNS, BatchError, read_csv, score_frame
 from ui.card import card_markdown
@@ -81,7 +82,7 @@ def _request_scopes(request: gr.Request | None) -> tuple[str, ...]:
     """The scopes the auth middleware verified for this request (empty if unknown)."""
     raw = getattr(request, "request", None) if request is not None else None
     state = getattr(raw, "scope", {}).get("state", {}) if raw is not None else {}
-    scopes = state.get("tabserve_scopes", ())
+    scopes = state.get(SCOPES, ())
     return tuple(scopes) if isinstance(scopes, list | tuple) else ()
 
 
@@ -89,12 +90,8 @@ def _request_id(request: gr.Request | None) -> str | None:
     """The id the service gave this request (``X-Request-ID``), for the inference log."""
     raw = getattr(request, "request", None) if request is not None else None
     state = getattr(raw, "scope", {}).get("state", {}) if raw is not None else {}
-    found = state.get("request_id")
+    found = state.get(REQUEST_ID)
     return str(found) if found is not None else None
-
-
-def _allows(scopes: Sequence[str], scope: str) -> bool:
-    return scope in scopes or "admin" in scopes
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -187,7 +184,7 @@ def build_blocks(
         else:
             headline = f"### Predicted label: `{answer['label']}`"
             chart = probability_chart(answer["probabilities"], answer["label"])
-        if _allows(_request_scopes(request), EXPLAIN_SCOPE):
+        if grants(_request_scopes(request), EXPLAIN_SCOPE):
             explained = predictor.explain(clean)[0]
             contrib = contribution_chart(
                 explained["contributions"],

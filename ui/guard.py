@@ -44,6 +44,7 @@ from tabserve.core.errors import (
     UnsupportedMediaTypeError,
 )
 from tabserve.http.envelope import error_response
+from tabserve.http.requests import STATE_STORE, TOKEN_ID
 from tabserve.security.state import StateStore, hashed
 
 logger = logging.getLogger("tabserve.ui")
@@ -329,7 +330,7 @@ def _hashable(value: Any) -> bool:
 def _session(scope: dict[str, Any]) -> tuple[str, StateStore]:
     """The session's token id and the auth state store, set by the auth middleware."""
     state = scope.get("state", {})
-    session, store = state.get("tabserve_jti"), state.get("tabserve_state_store")
+    session, store = state.get(TOKEN_ID), state.get(STATE_STORE)
     if not isinstance(session, str) or store is None:
         # The auth middleware answers every /ui request without a session first.
         raise RuntimeError("UI call without an authenticated session in its scope")

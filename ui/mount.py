@@ -9,8 +9,9 @@ read or imported at import time, and the Gradio app sees the standard mount it i
 tested with upstream. (BentoML's ``bentoml.gradio.mount_gradio_app`` skips part of
 Gradio's set-up and does not render with every Gradio release.)
 
-Authentication is not done here: :class:`tabserve.auth.AuthMiddleware` answers
-every ``/ui`` request without a valid session before it reaches this app.
+Authentication is not done here: :class:`tabserve.http.auth.AuthMiddleware`, with the
+UI's sessions (``ui/session.py``), answers every ``/ui`` request without a valid session
+before it reaches this app.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from tabserve.auth import UI_PREFIX, is_ui_path
 from tabserve.core.errors import NotFoundError, NotReadyError
 from tabserve.core.predictor import Predictor
 from tabserve.core.validation import RequestValidator
 from tabserve.serving.heap import freeze_startup_heap
 from tabserve.serving.monitor import Monitor
-from tabserve.settings import Settings
+from tabserve.serving.settings import Settings
+from ui.session import UI_PREFIX, is_ui_path
 
 logger = logging.getLogger("tabserve.ui")
 

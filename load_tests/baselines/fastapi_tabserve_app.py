@@ -27,12 +27,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordRequestForm
 
 from load_tests.payloads import bundle_dir
-from tabserve.auth import Claims, issue_token, verify_token
 from tabserve.core.errors import ServiceError
 from tabserve.core.predictor import Predictor
 from tabserve.core.validation import RequestValidator
+from tabserve.security.tokens import Claims, issue_token, verify_token
 from tabserve.security.users import UserStore
-from tabserve.settings import load_settings
+from tabserve.serving.settings import load_settings
 
 STATE: dict[str, Any] = {}
 
@@ -41,7 +41,7 @@ STATE: dict[str, Any] = {}
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load settings, users and the model once per process."""
     settings = load_settings()
-    _ = settings.verification_key
+    _ = settings.keys.verification_key
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
     directory = bundle_dir(home, settings.model_tag)
     predictor = Predictor.from_bundle(directory, version=directory.name, tag=settings.model_tag)

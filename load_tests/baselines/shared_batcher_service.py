@@ -24,8 +24,7 @@ import bentoml
 import numpy as np
 
 from load_tests.scrape import SHARED_MODEL_ENDPOINT
-from service import BATCHING, SERVER, SERVICE, Answers, serving_instance
-from tabserve.auth import AuthMiddleware
+from service import PROCESS, SERVICE
 from tabserve.core.predictor import (
     Predictor,
     class_probabilities,
@@ -33,9 +32,11 @@ from tabserve.core.predictor import (
     regression_answers,
     regression_values,
 )
-from tabserve.http.envelope import EnvelopeMiddleware, JsonBodyMiddleware, ValidatedRows
+from tabserve.http.auth import AuthMiddleware
+from tabserve.http.body import JsonBodyMiddleware, ValidatedRows
+from tabserve.http.envelope import EnvelopeMiddleware
 from tabserve.serving.metrics import service_metrics
-from tabserve.settings import model_tag_from_env
+from tabserve.serving.served_model import Answers, loaded_instance
 
 
 def _keep_dependency_session() -> None:
@@ -65,7 +66,7 @@ _keep_dependency_session()
 class BatchingModel:
     """The one process that calls the model: the encoded rows of every HTTP worker."""
 
-    model_ref = bentoml.models.BentoModel(model_tag_from_env())
+    model_ref = bentoml.models.BentoModel(PROCESS.settings.model_tag)
 
     def __init__(self) -> None:
         stored = self.model_ref
@@ -78,8 +79,8 @@ class BatchingModel:
     @bentoml.api(
         batchable=True,
         batch_dim=0,
-        max_batch_size=BATCHING.batch_max_size,
-        max_latency_ms=BATCHING.batch_max_latency_ms,
+        max_batch_size=PROCESS.batching.batch_max_size,
+        max_latency_ms=PROCESS.batching.batch_max_latency_ms,
     )
     def outputs(self, matrix: np.ndarray) -> np.ndarray:
         """Per encoded row: the class probabilities, or the value and its interval's ends."""
@@ -114,9 +115,9 @@ class _SharedBatcher(SERVICE.inner):
 SharedBatcher = bentoml.service(
     name="tabserve",
     traffic={"timeout": 60},
-    workers=SERVER.workers,
-    logging={"access": {"enabled": SERVER.access_log == "all"}},
+    workers=PROCESS.server.workers,
+    logging={"access": {"enabled": PROCESS.server.access_log == "all"}},
 )(_SharedBatcher)
 # The same middleware as tabserve's service (service.py), outermost first.
 for _middleware in (EnvelopeMiddleware, AuthMiddleware, JsonBodyMiddleware):
-    SharedBatcher.add_asgi_middleware(_middleware, state=serving_instance)
+    SharedBatcher.add_asgi_middleware(_middleware, state=loaded_instance)

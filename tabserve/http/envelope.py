@@ -1,10 +1,10 @@
-"""The HTTP edge of the service: request ids, body limits, JSON body checks, one envelope.
+"""Request ids, the body limit, the response headers and the one error envelope.
 
-Two pure ASGI middlewares; ``service.py`` adds them (outermost first) as
-envelope → :class:`tabserve.auth.AuthMiddleware` → JSON body →
-:class:`tabserve.http.openapi.OpenAPIMiddleware`:
+The serving layer stacks the HTTP edge (outermost first) as envelope →
+:class:`tabserve.http.auth.AuthMiddleware` → :class:`tabserve.http.body.JsonBodyMiddleware`
+→ :class:`tabserve.http.openapi.OpenAPIMiddleware`.
 
-- :class:`EnvelopeMiddleware` gives every request an id (BentoML's request/span
+:class:`EnvelopeMiddleware` gives every request an id (BentoML's request/span
   id, which its log lines carry too), enforces the body-size limit, adds the
   ``X-Request-ID`` and ``X-Model-Version`` headers, turns every
   :class:`~tabserve.core.errors.ServiceError` into the envelope, and rewrites error
@@ -13,11 +13,6 @@ envelope → :class:`tabserve.auth.AuthMiddleware` → JSON body →
   500 envelope. Every error answer is logged once, with its request id (4xx as
   info, 5xx as warnings), so that BentoML's per-request access log can stay off
   (``TABSERVE_ACCESS_LOG=errors``, the default) without losing a failed request.
-- :class:`JsonBodyMiddleware` guards the JSON APIs (``/predict``, ``/explain``):
-  content type (415), JSON syntax (400), row count (413) and the schema (422),
-  so that a bad request never reaches the adaptive batch it would otherwise fail.
-  The body is parsed once: the validated rows reach the API through
-  :data:`ValidatedRows`, not through a second parse by BentoML.
 """
 
 from __future__ import annotations
@@ -25,103 +20,32 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
-
-from pydantic import ValidatorFunctionWrapHandler, WrapValidator
+from collections.abc import Callable
+from typing import Any
 
 from tabserve.core.errors import (
     InternalError,
     NotReadyError,
     PayloadTooLargeError,
     ServiceError,
-    UnsupportedMediaTypeError,
     envelope_bytes,
     error_for_status,
     is_envelope,
 )
-from tabserve.core.validation import RequestValidator
-from tabserve.serving import logs
-from tabserve.settings import Settings
-
-if TYPE_CHECKING:
-    from tabserve.serving.monitor import Monitor
+from tabserve.http.instance import StateProvider
+from tabserve.http.requests import REQUEST_ID, request_state
+from tabserve.http.requests import headers as request_headers
+from tabserve.http.settings import HttpSettings
 
 logger = logging.getLogger("tabserve.gateway")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
-JSON_API_PATHS = frozenset({"/predict", "/explain"})
 _MAX_ERROR_BODY = 64 * 1024  # foreign error bodies are buffered up to this size only
 
 
-class ServingState(Protocol):
-    """What the middlewares need from the loaded service instance."""
-
-    @property
-    def model_version(self) -> str:
-        """The version callers see in ``X-Model-Version``."""
-
-    @property
-    def validator(self) -> RequestValidator:
-        """The request validator built from the model's schema."""
-
-    @property
-    def settings(self) -> Settings:
-        """The worker's settings (keys, limits), loaded when the service started."""
-
-    @property
-    def monitor(self) -> Monitor:
-        """What records model calls (the inference log among them)."""
-
-
-StateProvider = Callable[[], "ServingState | None"]
-
-
-# The body is parsed once: JsonBodyMiddleware validates it into rows, hands them to the
-# API's parameter (ValidatedRows) through this context variable, and replays a stand-in
-# body that BentoML parses in no time.
-_validated_rows: ContextVar[Sequence[Mapping[str, Any]] | None] = ContextVar(
-    "tabserve_validated_rows", default=None
-)
-HANDED_OFF_BODY = b'{"rows":[]}'
-
-
-def _handed_off(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    rows = _validated_rows.get()
-    if rows is not None and value == []:
-        return rows
-    return handler(value)
-
-
-ValidatedRows = Annotated[list[Mapping[str, Any]], WrapValidator(_handed_off)]
-"""The type of the prediction APIs' ``rows``: the rows the gateway validated (each a
-:class:`~tabserve.core.schema.SchemaRow`: its values in schema order, read as a mapping).
-
-BentoML parses each request body into the API's input model. For ``/predict`` and
-``/explain`` the :class:`JsonBodyMiddleware` has already parsed and validated the body
-into rows (one pydantic-core pass, :meth:`RequestValidator.validated_rows`); it replays
-``{"rows":[]}`` to BentoML, and this validator gives BentoML's model those rows instead of
-the empty list, in the same request's context. Anything else (no rows handed off, say a
-direct call) is validated as a plain list of objects.
-"""
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _request_id() -> str:
-    """BentoML's id of the current request (shared with its log lines); with tracing off,
-    a fresh one, made BentoML's too (:func:`tabserve.serving.logs.assign_request_id`)."""
-    try:
-        return logs.assign_request_id()
-    except Exception:  # the id is best effort; never fail a request over it
-        logger.debug("no BentoML request id", exc_info=True)
+def new_request_id() -> str:
+    """A fresh request id: 64 random bits in hex (the serving layer gives BentoML's)."""
     return uuid.uuid4().hex[:16]
 
 
@@ -158,24 +82,39 @@ class EnvelopeMiddleware:
     Args:
         app: the wrapped ASGI app.
         state: returns the loaded service instance, or None before it is ready.
+        request_ids: gives the current request its id (the serving layer's shares it with
+            BentoML's log lines); a fresh random one by default.
     """
 
-    def __init__(self, app: Any, state: StateProvider) -> None:
+    def __init__(
+        self,
+        app: Any,
+        state: StateProvider,
+        request_ids: Callable[[], str] = new_request_id,
+    ) -> None:
         self.app = app
         self.state = state
+        self.request_ids = request_ids
+
+    def _request_id(self) -> str:
+        try:
+            return self.request_ids()
+        except Exception:  # the id is best effort; never fail a request over it
+            logger.debug("no request id from %r", self.request_ids, exc_info=True)
+        return new_request_id()
 
     def _max_body_bytes(self) -> int:
         serving = self.state()
         if serving is None:  # before start-up completes: the documented default
-            return int(Settings.model_fields["max_body_bytes"].default)
+            return int(HttpSettings.model_fields["max_body_bytes"].default)
         return serving.settings.max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = self._request_id()
+        request_state(scope)[REQUEST_ID] = request_id
         started = False
         discarding = False  # the rest of a rewritten error body is dropped
         pending_error: dict[str, Any] | None = None  # a foreign error response being buffered
@@ -232,7 +171,7 @@ class EnvelopeMiddleware:
                 return
             await send(message)
 
-        declared = _header(scope, b"content-length")
+        declared = request_headers(scope).get("content-length")
         try:
             if scope["path"] == "/readyz" and self.state() is None:
                 raise NotReadyError("the model is not loaded yet")
@@ -325,90 +264,3 @@ def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
         await send(message)
 
     return wrapped
-
-
-class JsonBodyMiddleware:
-    """Checks and validates the JSON body of the prediction APIs before BentoML sees it.
-
-    Args:
-        app: the wrapped ASGI app.
-        state: returns the loaded service instance, or None before it is ready.
-        paths: the JSON API paths to guard.
-    """
-
-    def __init__(
-        self, app: Any, state: StateProvider, paths: frozenset[str] = JSON_API_PATHS
-    ) -> None:
-        self.app = app
-        self.state = state
-        self.paths = paths
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        media_type = (_header(scope, b"content-type") or "application/json").split(";")[0]
-        media_type = media_type.strip().lower()
-        if media_type != "application/json":
-            raise UnsupportedMediaTypeError(
-                f"content type {media_type!r} is not accepted; send application/json"
-            )
-        serving = self.state()
-        if serving is None:
-            raise NotReadyError("the model is not loaded yet")
-        body = await _read_body(receive)
-        rows = serving.validator.validated_rows(body)
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length",)] + [
-            (b"content-length", str(len(HANDED_OFF_BODY)).encode())
-        ]
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": HANDED_OFF_BODY, "more_body": False}
-            result: dict[str, Any] = await receive()  # only http.disconnect remains
-            return result
-
-        token = _validated_rows.set(rows)
-        try:
-            if not serving.monitor.logging_rows:
-                await self.app({**scope, "headers": headers}, replay, send)
-                return
-            # The inference log: each request's own rows and answers, written once it was
-            # answered 200 (adaptive batching merges requests before the API function
-            # runs, so this is the one place that knows which rows and answers are whose).
-            status = 0
-            chunks: list[bytes] = []
-
-            async def keep(message: dict[str, Any]) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = int(message["status"])
-                elif message["type"] == "http.response.body" and status == 200:
-                    chunks.append(message.get("body", b""))
-                await send(message)
-
-            await self.app({**scope, "headers": headers}, replay, keep)
-        finally:
-            _validated_rows.reset(token)
-        if status == 200:
-            serving.monitor.log_rows(
-                rows,
-                json.loads(b"".join(chunks)),
-                request_id=scope.get("state", {}).get("request_id"),
-                endpoint=scope["path"].strip("/"),
-            )
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)

@@ -14,11 +14,11 @@ import copy
 import json
 from typing import Any
 
-from tabserve.auth import ROUTE_SCOPES, TOKEN_PATH
 from tabserve.core.schema import FeatureSchema
 from tabserve.core.validation import RequestValidator
-from tabserve.http.envelope import StateProvider
-from tabserve.settings import SCOPES
+from tabserve.http.auth import ROUTE_SCOPES, TOKEN_PATH
+from tabserve.http.instance import StateProvider
+from tabserve.security.scopes import SCOPES
 
 SPEC_PATH = "/docs.json"
 SECURITY_SCHEME = "OAuth2PasswordBearer"

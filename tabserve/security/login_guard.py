@@ -38,9 +38,9 @@ from tabserve.core.errors import (
     ServerBusyError,
     TooManyRequestsError,
 )
+from tabserve.security.metrics import auth_metrics
+from tabserve.security.settings import SecuritySettings
 from tabserve.security.state import Limit, StateStore, StateStoreError, hashed
-from tabserve.serving.metrics import auth_metrics
-from tabserve.settings import Settings
 
 logger = logging.getLogger("tabserve.auth")
 
@@ -55,10 +55,10 @@ class LoginGuard:
         settings: the limits (failures, window, concurrency, queue timeout).
         store: where the counters live.
         metrics: counts the outcomes (``tabserve_login_attempts_total``); the process's
-            :func:`tabserve.serving.metrics.auth_metrics` by default.
+            :func:`tabserve.security.metrics.auth_metrics` by default.
     """
 
-    def __init__(self, settings: Settings, store: StateStore, metrics: Any = None) -> None:
+    def __init__(self, settings: SecuritySettings, store: StateStore, metrics: Any = None) -> None:
         failures, window = settings.login_max_failures, settings.login_window_s
         self.user_limit = Limit("login-user", failures, window)
         self.client_limit = Limit("login-client", failures * CLIENT_FAILURES_FACTOR, window)

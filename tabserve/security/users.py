@@ -17,31 +17,29 @@ import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tabserve.settings import (
-    ARGON2_MEMORY_KIB,
-    ARGON2_PARALLELISM,
-    ARGON2_TIME_COST,
-    SCOPES,
-    SettingsError,
-    read_private_file,
-)
+from tabserve.core.config import SettingsError
+from tabserve.security.files import read_private_file
+from tabserve.security.passwords import password_hasher
+from tabserve.security.scopes import UserError, parse_scopes
 
-if TYPE_CHECKING:
-    from tabserve.settings import Settings
+__all__ = [
+    "UserError",
+    "UserRecord",
+    "UserStore",
+    "UsersFile",
+    "UsersFileError",
+    "check_users_file",
+    "parse_scopes",
+]
 
 logger = logging.getLogger("tabserve.users")
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 USERS_FILE_MODE = 0o640
-
-
-class UserError(ValueError):
-    """A user operation that cannot be done (bad name, unknown scope, no such user)."""
 
 
 class UsersFileError(SettingsError):
@@ -68,38 +66,6 @@ class UsersFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     users: dict[str, UserRecord] = Field(default_factory=dict)
-
-
-def parse_scopes(scopes: str | Iterable[str]) -> list[str]:
-    """Normalise scopes given as ``"a,b"``, ``"a b"`` or a list; refuse unknown ones.
-
-    Raises:
-        UserError: for a scope outside ``predict``, ``explain``, ``admin``.
-    """
-    items = scopes.replace(",", " ").split() if isinstance(scopes, str) else list(scopes)
-    unknown = sorted(set(items) - set(SCOPES))
-    if unknown:
-        raise UserError(f"unknown scope(s) {unknown}; known: {list(SCOPES)}")
-    return [s for s in SCOPES if s in items]
-
-
-def password_hasher(
-    time_cost: int = ARGON2_TIME_COST,
-    memory_kib: int = ARGON2_MEMORY_KIB,
-    parallelism: int = ARGON2_PARALLELISM,
-) -> PasswordHasher:
-    """The argon2id hasher; OWASP's recommended minimum (19 MiB, 2 passes, 1 lane) by
-    default, rather than argon2-cffi's 64 MiB profile: a server verifies several at once.
-
-    Hashes made with other parameters still verify (argon2 reads them from the hash)."""
-    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
-
-
-def hasher_for(settings: Settings) -> PasswordHasher:
-    """The hasher configured by ``TABSERVE_ARGON2_*``."""
-    return password_hasher(
-        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
-    )
 
 
 def check_users_file(path: str | Path) -> UsersFile:

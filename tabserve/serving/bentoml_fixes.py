@@ -3,7 +3,7 @@ and an adaptive-batching wait that outlives the load it was learned from.
 
 **The request timeout.**
 
-BentoML wraps every service in ``bentoml._internal.server.http.traffic.TimeoutMiddleware``
+BentoML wraps every service in its ``TimeoutMiddleware``
 (it cannot be switched off: ``traffic.timeout`` must be positive). Up to at least
 BentoML 1.4.39 its ``__call__`` schedules ``loop.call_later(timeout, ...)`` per request
 and never cancels the handle. The handle holds the request's waiter future and, through
@@ -16,8 +16,9 @@ collections grew to 250 ms and stalled the event loop, putting p95/p99 latency a
 :func:`apply` replaces that ``__call__`` with the same logic plus the missing
 ``handle.cancel()``. A timed-out request also gets the one JSON envelope (504,
 ``timeout``) instead of BentoML's own body. ``tests/unit/test_bentoml_fixes.py``
-checks that finished requests leave no timer behind, and fails if BentoML changes the
-method this replaces (then check whether the fix is still needed).
+checks that finished requests leave no timer behind. Every patch here is applied only
+where the installed BentoML's method is the one checked
+(:func:`tabserve.serving.bentoml_private.guarded`, with the upstream issue each waits for).
 
 **The batching wait.** BentoML's ``CorkDispatcher`` (up to at least 1.4.39) holds a lone
 request back while the mean time that past batches waited, ``Optimizer.wait`` (the last
@@ -45,19 +46,13 @@ module checks that reads give the same caller and fails if BentoML changes
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 import logging
 from typing import Any
 
 from tabserve.core.errors import RequestTimeoutError, envelope_bytes
+from tabserve.serving.bentoml_private import API_CALLER, BATCH_WAIT, TIMEOUT_CALL, guarded
 
 logger = logging.getLogger("tabserve.bentoml_fixes")
-
-# sha256 of the source of the methods replaced here (BentoML 1.4.39), to notice upstream changes.
-REPLACED_SOURCE_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
-REFRESH_SOURCE_SHA256 = "f87e72c1c3570482c3d4fde5a26eecdbefe1467b48e21176f3ded1c954fbfde1"
-LOCAL_CALL_SOURCE_SHA256 = "72c85cd5fadd8a7c9c7af342f0f245c457c0b5fcb0b71094c49d5048dc5dc43f"
 
 
 async def _timeout_call(self: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -94,23 +89,17 @@ async def _timeout_call(self: Any, scope: dict[str, Any], receive: Any, send: An
             waiter.cancel()
 
 
-def source_sha256(function: Any) -> str:
-    """sha256 of a function's source text."""
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
-
-
 def apply() -> bool:
     """Install the fixed ``TimeoutMiddleware.__call__``; True if it was installed now.
 
     Idempotent. Must run before BentoML builds the service's ASGI app (``service.py``
     calls it when imported, before ``bentoml serve`` builds the app in the worker).
     """
-    from bentoml._internal.server.http.traffic import TimeoutMiddleware
-
-    if TimeoutMiddleware.__call__ is _timeout_call:
+    middleware = guarded(TIMEOUT_CALL)
+    if middleware is None or middleware.__call__ is _timeout_call:
         return False
-    TimeoutMiddleware._tabserve_original_call = TimeoutMiddleware.__call__  # type: ignore[attr-defined]
-    TimeoutMiddleware.__call__ = _timeout_call  # type: ignore[method-assign,assignment]
+    middleware._tabserve_original___call__ = middleware.__call__
+    middleware.__call__ = _timeout_call
     logger.debug("installed the fixed BentoML TimeoutMiddleware.__call__")
     return True
 
@@ -122,21 +111,20 @@ def cap_batch_wait(max_wait_ms: float) -> None:
     this again only changes the bound. Must run before the first batch is refreshed
     (``service.py`` calls it when imported).
     """
-    from bentoml._internal.marshal.dispatcher import Optimizer
-
     global _max_wait_s
     _max_wait_s = max(0.0, max_wait_ms / 1000.0)
-    if getattr(Optimizer.trigger_refresh, "_tabserve_capped", False):
+    optimizer = guarded(BATCH_WAIT)
+    if optimizer is None or getattr(optimizer.trigger_refresh, "_tabserve_capped", False):
         return
-    original = Optimizer.trigger_refresh
+    original = optimizer.trigger_refresh
 
     def trigger_refresh(self: Any) -> None:
         original(self)
         self.wait = min(self.wait, _max_wait_s)
 
     trigger_refresh._tabserve_capped = True  # type: ignore[attr-defined]
-    Optimizer._tabserve_original_refresh = original  # type: ignore[attr-defined]
-    Optimizer.trigger_refresh = trigger_refresh  # type: ignore[method-assign]
+    optimizer._tabserve_original_trigger_refresh = original
+    optimizer.trigger_refresh = trigger_refresh
     logger.debug("capped BentoML's learned batching wait at %.1f ms", max_wait_ms)
 
 
@@ -147,11 +135,10 @@ def cache_api_callers() -> bool:
     """Build each API function's caller once per service instance and method, not on
     every read (see the module doc); True if installed now. Idempotent; must run before
     the first request (``service.py`` calls it when imported)."""
-    from _bentoml_sdk.method import APIMethod
-
-    if getattr(APIMethod._local_call, "_tabserve_cached", False):
+    method = guarded(API_CALLER)
+    if method is None or getattr(method._local_call, "_tabserve_cached", False):
         return False
-    original = APIMethod._local_call
+    original = method._local_call
 
     def _local_call(self: Any, instance: Any) -> Any:
         try:
@@ -164,7 +151,7 @@ def cache_api_callers() -> bool:
         return caller
 
     _local_call._tabserve_cached = True  # type: ignore[attr-defined]
-    APIMethod._tabserve_original_local_call = original
-    APIMethod._local_call = _local_call
+    method._tabserve_original__local_call = original
+    method._local_call = _local_call
     logger.debug("BentoML's API callers are built once per instance")
     return True

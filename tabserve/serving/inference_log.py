@@ -28,19 +28,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-LOG_GLOB = "inference.*.jsonl*"
+from tabserve.core.inference_records import log_file_name
+from tabserve.serving.bentoml_private import worker_index
 
 
 def worker_name() -> str:
     """This process's worker index under ``bentoml serve`` (else its pid)."""
     try:
-        from bentoml._internal.context import server_context
-
-        if server_context.worker_index is not None:
-            return str(server_context.worker_index)
+        index = worker_index()
     except Exception:  # outside BentoML: the pid names the file
-        pass
-    return f"pid{os.getpid()}"
+        index = None
+    return f"pid{os.getpid()}" if index is None else str(index)
 
 
 class InferenceLog:
@@ -55,7 +53,7 @@ class InferenceLog:
 
     def __init__(self, directory: Path, max_bytes: int, backups: int, model_version: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"inference.{worker_name()}.jsonl"
+        self.path = directory / log_file_name(worker_name())
         self.model_version = model_version
         self._logger = logging.getLogger(f"tabserve.inference.{id(self)}")
         self._logger.propagate = False  # never in the service's own log
@@ -98,13 +96,3 @@ class InferenceLog:
         """Flush and close the file."""
         self._logger.removeHandler(self._handler)
         self._handler.close()
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of an inference log: a file, or a folder of them (rotated ones too)."""
-    files = sorted(path.glob(LOG_GLOB)) if path.is_dir() else [path]
-    records = []
-    for file in files:
-        with file.open(encoding="utf-8") as handle:
-            records += [json.loads(line) for line in handle if line.strip()]
-    return records

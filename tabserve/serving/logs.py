@@ -27,6 +27,8 @@ import threading
 from types import TracebackType
 from typing import Any, Literal
 
+from tabserve.serving.bentoml_private import id_formats, trace_context
+
 LogFormat = Literal["text", "json"]
 
 # Attributes BentoML's TraceRecordFilter and uvicorn add for their text formats: the
@@ -40,13 +42,11 @@ _uncaught_logger = logging.getLogger("tabserve.uncaught")
 def trace_ids() -> tuple[str | None, str | None]:
     """``(request id, trace id)`` of the request being served, as BentoML prints them
     (hex, ``api_server.logging.access.format``); ``(None, None)`` outside a request."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.context import trace_context
-
-    request, trace = trace_context.request_id, trace_context.trace_id
+    context = trace_context()
+    request, trace = context.request_id, context.trace_id
     if not request and not trace:  # 0: the invalid span of a disabled tracer
         return None, None
-    formats = BentoMLContainer.logging_formatting.get()
+    formats = id_formats()
     return (
         format(request, formats["span_id"]) if request else None,
         format(trace, formats["trace_id"]) if trace else None,
@@ -70,15 +70,12 @@ def assign_request_id() -> str:
     request's context: BentoML's response headers and log lines, the error envelope,
     ``X-Request-ID`` and the JSON log lines then all carry the same id.
     """
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.context import trace_context
-
     current = request_id()
     if current is not None:
         return current
     value = random.getrandbits(64) or 1
-    trace_context.request_id = value
-    return format(value, BentoMLContainer.logging_formatting.get()["span_id"])
+    trace_context().request_id = value
+    return format(value, id_formats()["span_id"])
 
 
 class RequestIdInText(logging.Filter):

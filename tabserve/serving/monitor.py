@@ -17,7 +17,7 @@ import numpy as np
 from tabserve.core.drift import DriftWindow, Reference
 from tabserve.serving.inference_log import InferenceLog
 from tabserve.serving.metrics import DriftMetrics, ServiceMetrics, drift_metrics
-from tabserve.settings import Settings
+from tabserve.serving.settings import MonitoringSettings
 
 logger = logging.getLogger("tabserve.monitor")
 
@@ -37,7 +37,7 @@ class Monitor:
     def __init__(
         self,
         metrics: ServiceMetrics,
-        settings: Settings,
+        settings: MonitoringSettings,
         reference: Reference | None,
         schema: Any,
         model_version: str,

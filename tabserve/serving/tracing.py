@@ -27,10 +27,10 @@ Requests keep their id with tracing off: :func:`tabserve.serving.logs.assign_req
 
 from __future__ import annotations
 
-import copy
-import logging
 import os
 from typing import Any
+
+from tabserve.serving.bentoml_private import TRACING_MIDDLEWARE, guarded, service_configuration
 
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
@@ -49,33 +49,10 @@ def configured_exporter(service: Any) -> str | None:
     that service-level value replaces the top-level ``tracing`` section. This computes
     the same configuration the same way (BentoML's own loader), without installing it.
     """
-    from bentoml._internal.configuration import (
-        get_bentoml_config_file_from_env,
-        get_bentoml_override_config_from_env,
-        get_bentoml_override_config_json_from_env,
-    )
-    from bentoml._internal.configuration.containers import BentoMLConfiguration
-
-    # Quiet: BentoML logs each override it applies, and the first line a worker logs fixes
-    # the component name of all its lines (an lru_cache in bentoml._internal.log), before
-    # the worker knows its service: they would all read "[:1]".
-    loader_log = logging.getLogger(BentoMLConfiguration.__module__)
-    was_disabled, loader_log.disabled = loader_log.disabled, True
     try:
-        config = BentoMLConfiguration(
-            override_config_file=get_bentoml_config_file_from_env(),
-            override_config_values=get_bentoml_override_config_from_env(),
-            # A copy: BentoML merges the overrides into its defaults in place.
-            override_defaults={
-                "services": {service.name: copy.deepcopy(service.config or {"workers": 1})}
-            },
-            override_config_json=get_bentoml_override_config_json_from_env(),
-            use_version=2,
-        ).to_dict()
+        config = service_configuration(service.name, service.config or {"workers": 1})
     except Exception:  # an invalid configuration is BentoML's to report, when it loads it
         return None
-    finally:
-        loader_log.disabled = was_disabled
     tracing = dict(config.get("tracing") or {})
     tracing.update(config.get("services", {}).get(service.name, {}).get("tracing") or {})
     exporter = tracing.get("exporter_type")
@@ -113,10 +90,12 @@ def skip_tracing_middleware_when_off() -> bool:
     list, decided when the app is built. Nothing else changes: a BentoML that stops
     adding it is left as it is, and with tracing on the list is BentoML's own.
     """
-    from _bentoml_impl.server.app import ServiceAppFactory
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    current = ServiceAppFactory.middlewares
+    factory = guarded(TRACING_MIDDLEWARE)
+    if factory is None:
+        return False
+    current = factory.middlewares
     if getattr(current.fget, "_tabserve_tracing", False):
         return False
     original = current.fget
@@ -129,5 +108,5 @@ def skip_tracing_middleware_when_off() -> bool:
         return [m for m in listed if m.cls is not OpenTelemetryMiddleware]
 
     middlewares._tabserve_tracing = True  # type: ignore[attr-defined]
-    ServiceAppFactory.middlewares = property(middlewares)
+    factory.middlewares = property(middlewares)
     return True

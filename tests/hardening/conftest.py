@@ -44,7 +44,7 @@ class Target:
     settings: Any  # tabserve Settings matching the server's
 
     def token(self, scopes: str = "predict,explain") -> str:
-        from tabserve.auth import issue_token
+        from tabserve.security.tokens import issue_token
 
         return issue_token(self.settings, "alice", scopes.split(","))[0]
 
@@ -86,7 +86,7 @@ def rotation() -> tuple[str, str]:
 @pytest.fixture(scope="package")
 def target(penguins_root: tuple[Path, TestModel]) -> Iterator[Target]:
     """The running server (RS256, MLflow unreachable)."""
-    from tabserve.settings import Settings
+    from tabserve.serving.settings import Settings
 
     root, model = penguins_root
     private, public = rsa_keys(root)

@@ -39,7 +39,7 @@ def _claims(target: Target, **changes: Any) -> dict[str, Any]:
 
 def _rs256(target: Target, claims: dict[str, Any], **header: Any) -> str:
     """Signed with the server's real private key and its ``kid`` (unless overridden)."""
-    headers = {"kid": target.settings.key_id, **header}
+    headers = {"kid": target.settings.keys.key_id, **header}
     return jwt.encode(claims, target.private_pem, algorithm="RS256", headers=headers)
 
 
@@ -51,7 +51,7 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes =
 
 def _hs256_with_public_key(target: Target) -> str:
     """Algorithm confusion: HS256 whose HMAC secret is the server's public key PEM."""
-    header = {"alg": "HS256", "typ": "JWT", "kid": target.settings.key_id}
+    header = {"alg": "HS256", "typ": "JWT", "kid": target.settings.keys.key_id}
     signing_input = (
         f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(_claims(target)).encode())}"
     )
@@ -151,7 +151,7 @@ def test_the_real_login_issues_an_rs256_token_with_the_servers_kid(target: Targe
     response = login(target.url)
     assert response.status_code == 200, response.text
     header = jwt.get_unverified_header(response.json()["access_token"])
-    assert header["alg"] == "RS256" and header["kid"] == target.settings.key_id
+    assert header["alg"] == "RS256" and header["kid"] == target.settings.keys.key_id
 
 
 def test_no_token_or_password_reaches_the_log(

@@ -27,7 +27,8 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
-from tabserve.settings import ARGON2_MEMORY_KIB, Settings
+from tabserve.security.passwords import ARGON2_MEMORY_KIB
+from tabserve.serving.settings import Settings
 from tests.hardening.conftest import (
     PASSWORD,
     Target,
@@ -245,10 +246,10 @@ def test_a_token_of_a_rotated_out_key_is_refused_once_its_key_is_no_longer_liste
 ) -> None:
     previous, _ = rotation
     old = Settings(jwt_secret=SecretStr(previous))
-    from tabserve.auth import issue_token
+    from tabserve.security.tokens import issue_token
 
     token = issue_token(old, "alice", ["predict"])[0]
-    assert jwt.get_unverified_header(token)["kid"] == old.key_id
+    assert jwt.get_unverified_header(token)["kid"] == old.keys.key_id
     response = httpx.post(
         f"{flooded.url}/predict",
         json={"rows": flooded.model.rows[:1]},

@@ -30,8 +30,8 @@ import pytest
 import xgboost as xgb
 from pydantic import SecretStr
 
-from tabserve.auth import SESSION_COOKIE, issue_token
-from tabserve.settings import Settings
+from tabserve.security.tokens import issue_token
+from tabserve.serving.settings import Settings
 from tests.hardening.conftest import PASSWORD, add_user, assert_envelope, server_env
 from tests.support import TestModel, redis_server, serving
 from tests.ui.browser import (
@@ -45,6 +45,7 @@ from tests.ui.browser import (
     shown_answer,
     wait_for,
 )
+from ui.session import SESSION_COOKIE
 
 pytestmark = pytest.mark.slow
 

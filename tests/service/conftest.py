@@ -174,7 +174,7 @@ def users_file(test_env: dict[str, str]) -> Path:
 @pytest.fixture(scope="package")
 def settings(test_env: dict[str, str]) -> Any:
     """The settings the service reads."""
-    from tabserve.settings import load_settings
+    from tabserve.serving.settings import load_settings
 
     return load_settings()
 
@@ -182,7 +182,7 @@ def settings(test_env: dict[str, str]) -> Any:
 @pytest.fixture(scope="package")
 def token(settings: Any) -> Any:
     """Make a signed token: ``token(scopes=..., sub=...)``."""
-    from tabserve.auth import issue_token
+    from tabserve.security.tokens import issue_token
 
     def make(scopes: str = "predict,explain", sub: str = "alice", ttl_s: int | None = None) -> str:
         return issue_token(settings, sub, scopes.split(","), ttl_s)[0]

@@ -14,6 +14,7 @@ import pytest
 import xgboost as xgb
 from starlette.testclient import TestClient
 
+from tabserve.serving.served_model import loaded_instance
 from tests.service.conftest import TEST_PASSWORD
 
 
@@ -158,7 +159,7 @@ def test_token_endpoint_password_flow(client: TestClient, settings: Any) -> None
     assert body["expires_in"] == settings.token_ttl_s
     claims = jwt.decode(
         body["access_token"],
-        settings.signing_key,
+        settings.keys.signing_key,
         algorithms=["HS256"],
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
@@ -217,7 +218,7 @@ def _forged(settings: Any, **changes: Any) -> str:
         **changes,
     }
     return jwt.encode(
-        claims, settings.signing_key, algorithm="HS256", headers={"kid": settings.key_id}
+        claims, settings.keys.signing_key, algorithm="HS256", headers={"kid": settings.keys.key_id}
     )
 
 
@@ -340,7 +341,7 @@ def test_unexpected_error_is_a_bare_500(
     monkeypatch: pytest.MonkeyPatch,
     caplog: Any,
 ) -> None:
-    instance = service_module.serving_instance()
+    instance = loaded_instance()
 
     def broken(rows: Any) -> Any:
         raise RuntimeError("secret internals /etc/passwd")

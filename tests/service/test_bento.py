@@ -78,7 +78,8 @@ def test_bento_holds_runtime_code_model_and_pinned_runtime_requirements(
     bento: dict[str, Any],
 ) -> None:
     src = bento["dir"] / "src"
-    assert (src / "service.py").is_file() and (src / "tabserve" / "predictor.py").is_file()
+    assert (src / "service.py").is_file() and (src / "tabserve" / "core" / "predictor.py").is_file()
+    assert (src / "ui" / "templates" / "login.html").is_file()
     for absent in ("training", "tests", "data", ".tabserve", "dvc.yaml", "params.yaml"):
         assert not (src / absent).exists(), absent
     assert (bento["dir"] / "models" / "tabserve" / "v1" / "model.ubj").is_file()

@@ -267,7 +267,7 @@ def test_inference_log_has_one_line_per_answered_row(
 
 
 def _lines(folder: Path) -> list[dict[str, Any]]:
-    from tabserve.serving.inference_log import read_log
+    from tabserve.core.inference_records import read_log
 
     return read_log(folder) if folder.exists() else []
 

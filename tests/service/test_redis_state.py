@@ -13,7 +13,7 @@ import redis
 
 from tabserve.security.login_guard import LoginGuard
 from tabserve.security.state import Limit, RedisStateStore, StateStoreError, hashed
-from tabserve.settings import Settings
+from tabserve.serving.settings import Settings
 from tests.support import free_port, redis_server
 
 

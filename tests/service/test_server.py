@@ -221,7 +221,7 @@ def _claims(settings: Any, **changes: Any) -> dict[str, Any]:
 def test_auth_failures_through_the_real_server(
     server: str, model: Any, settings: Any, token: Any
 ) -> None:
-    key, kid = settings.signing_key, {"kid": settings.key_id}
+    key, kid = settings.keys.signing_key, {"kid": settings.keys.key_id}
     now = int(time.time())
     header_none = jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode()
     body_none = jwt.utils.base64url_encode(json.dumps(_claims(settings)).encode()).decode()

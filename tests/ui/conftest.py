@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from tabserve.security.users import UserStore
-from tabserve.settings import Settings
+from tabserve.serving.settings import Settings
 from tests.support import TestModel, import_test_model, running_server
 from tests.ui.browser import PASSWORD
 

@@ -18,15 +18,12 @@ from pydantic import SecretStr, ValidationError
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
 
-from tabserve.auth import (
-    SESSION_COOKIE,
-    AuthMiddleware,
-    issue_session_token,
-    issue_token,
-)
+from tabserve.http.auth import AuthMiddleware
 from tabserve.http.envelope import EnvelopeMiddleware
+from tabserve.security.tokens import issue_session_token, issue_token
 from tabserve.security.users import UserStore
-from tabserve.settings import Settings
+from tabserve.serving.settings import Settings
+from ui.session import SESSION_COOKIE, UISessions
 
 PASSWORD = "correct horse battery"
 
@@ -61,7 +58,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def _app(settings: Settings) -> Any:
     serving = _Serving(settings)
-    auth = AuthMiddleware(_echo, state=lambda: serving)
+    auth = AuthMiddleware(_echo, state=lambda: serving, sessions=UISessions())
     return EnvelopeMiddleware(auth, state=lambda: serving)
 
 
@@ -105,7 +102,9 @@ def test_login_sets_a_short_lived_http_only_session_cookie_for_ui_only(
         assert attribute in cookie, cookie
     assert "Secure" not in cookie  # plain http in development
     token = client.cookies[SESSION_COOKIE]
-    claims = jwt.decode(token, settings.signing_key, algorithms=["HS256"], audience="tabserve-ui")
+    claims = jwt.decode(
+        token, settings.keys.signing_key, algorithms=["HS256"], audience="tabserve-ui"
+    )
     assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 600
 
     assert client.get("/ui/gradio_api/info").json() == {

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tabserve.auth import SESSION_COOKIE, issue_session_token, issue_token
+from tabserve.security.tokens import issue_session_token, issue_token
 from tests.support import REPO
 from tests.ui.browser import (
     CHROMIUM,
@@ -27,6 +27,7 @@ from tests.ui.browser import (
     wait_for,
 )
 from tests.ui.conftest import MAX_ROWS, MAX_UPLOAD_BYTES, UIServer
+from ui.session import SESSION_COOKIE
 
 pytestmark = pytest.mark.slow
 

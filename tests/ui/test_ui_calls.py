@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tabserve.auth import issue_token
+from tabserve.security.tokens import issue_token
 from tests.ui.browser import csv_bytes
 from tests.ui.conftest import UIServer
 

@@ -15,9 +15,11 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from tabserve.auth import VerifiedTokens, bearer_token, is_open_path, issue_token, verify_token
+from tabserve.core.config import SettingsError
 from tabserve.core.errors import UnauthenticatedError
-from tabserve.settings import Settings, SettingsError
+from tabserve.http.auth import bearer_token, is_open_path
+from tabserve.security.tokens import VerifiedTokens, issue_token, verify_token
+from tabserve.serving.settings import Settings
 from tests.support import rsa_keys
 
 
@@ -56,7 +58,10 @@ def _claims(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def _sign(settings: Settings, claims: dict[str, Any], key: str | None = None) -> str:
     """HS256 with the current ``kid`` (so only the claim or key under test is wrong)."""
     return jwt.encode(
-        claims, key or settings.signing_key, algorithm="HS256", headers={"kid": settings.key_id}
+        claims,
+        key or settings.keys.signing_key,
+        algorithm="HS256",
+        headers={"kid": settings.keys.key_id},
     )
 
 
@@ -108,7 +113,7 @@ def _alg_none_token(settings: Settings) -> str:
             "expired",
         ),
         (_alg_none_token, "algorithm"),
-        (lambda s: jwt.encode(_claims(s), s.signing_key, algorithm="HS512"), "algorithm"),
+        (lambda s: jwt.encode(_claims(s), s.keys.signing_key, algorithm="HS512"), "algorithm"),
         (lambda s: _sign(s, _claims(s, aud="someone-else")), "audience"),
         (lambda s: _sign(s, _claims(s, iss="evil")), "issuer"),
         (lambda s: _sign(s, _claims(s, jti=None)), "'jti'"),
@@ -117,10 +122,10 @@ def _alg_none_token(settings: Settings) -> str:
         (lambda s: _sign(s, _claims(s, iat=int(time.time()) + 3600)), "future"),
         (lambda s: _sign(s, _claims(s, scopes="predict")), "list"),
         (lambda s: "not.a.jwt", "malformed"),
-        (lambda s: jwt.encode(_claims(s), s.signing_key, "HS256"), "key id"),
+        (lambda s: jwt.encode(_claims(s), s.keys.signing_key, "HS256"), "key id"),
         (
             lambda s: jwt.encode(
-                _claims(s), s.signing_key, "HS256", headers={"kid": "../../dev/null"}
+                _claims(s), s.keys.signing_key, "HS256", headers={"kid": "../../dev/null"}
             ),
             "key id",
         ),
@@ -200,7 +205,7 @@ def test_at_most_max_tokens_are_remembered_least_recent_first_out(settings: Sett
 def test_a_key_rotation_refuses_tokens_of_the_earlier_key(settings: Settings) -> None:
     old_token, _ = issue_token(settings, "alice", ["predict"])
     rotated = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48)))
-    assert rotated.key_id != settings.key_id
+    assert rotated.keys.key_id != settings.keys.key_id
     with pytest.raises(UnauthenticatedError, match="key id"):
         verify_token(rotated, old_token)
     assert verify_token(rotated, issue_token(rotated, "alice", ["predict"])[0]).sub == "alice"
@@ -227,11 +232,11 @@ def test_rs256_with_key_files(tmp_path: Path) -> None:
 
 
 def test_bearer_header_parsing() -> None:
-    assert bearer_token([(b"authorization", b"Bearer abc.def.ghi")]) == "abc.def.ghi"
+    assert bearer_token({"headers": [(b"authorization", b"Bearer abc.def.ghi")]}) == "abc.def.ghi"
     with pytest.raises(UnauthenticatedError, match="missing"):
-        bearer_token([])
+        bearer_token({"headers": []})
     with pytest.raises(UnauthenticatedError, match="Bearer"):
-        bearer_token([(b"authorization", b"Basic dXNlcjpwdw==")])
+        bearer_token({"headers": [(b"authorization", b"Basic dXNlcjpwdw==")]})
 
 
 def test_open_paths_are_only_health_metrics_docs_and_token() -> None:
@@ -245,12 +250,14 @@ def test_a_previous_hs256_secret_verifies_while_listed(settings: Settings) -> No
     old_token, _ = issue_token(settings, "alice", ["predict"])
     new_secret = secrets.token_urlsafe(48)
     overlap = Settings(
-        jwt_secret=SecretStr(new_secret), jwt_previous_secrets=[settings.signing_key]
+        jwt_secret=SecretStr(new_secret), jwt_previous_secrets=[settings.keys.signing_key]
     )
     assert verify_token(overlap, old_token).sub == "alice"
     # New tokens are signed with the current key only, whose kid they carry.
     new_token, _ = issue_token(overlap, "bob", ["predict"])
-    assert jwt.get_unverified_header(new_token)["kid"] == overlap.key_id != settings.key_id
+    assert (
+        jwt.get_unverified_header(new_token)["kid"] == overlap.keys.key_id != settings.keys.key_id
+    )
     with pytest.raises(UnauthenticatedError, match="key id"):
         verify_token(settings, new_token)  # an old pod does not know the new key yet
     dropped = Settings(jwt_secret=SecretStr(new_secret))
@@ -265,11 +272,11 @@ def test_previous_secrets_come_from_the_environment_and_are_checked(
     first, second = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
     monkeypatch.setenv("TABSERVE_JWT_PREVIOUS_SECRETS", f"{first}, {second}")
     loaded = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48)))
-    assert len(loaded.verification_keys) == 3
-    assert next(iter(loaded.verification_keys)) == loaded.key_id  # the current key first
+    assert len(loaded.keys.verification_keys) == 3
+    assert next(iter(loaded.keys.verification_keys)) == loaded.keys.key_id  # the current key first
     monkeypatch.setenv("TABSERVE_JWT_PREVIOUS_SECRETS", "changeme-changeme-changeme-changeme")
     with pytest.raises(SettingsError, match="placeholder"):
-        _ = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48))).verification_keys
+        _ = Settings(jwt_secret=SecretStr(secrets.token_urlsafe(48))).keys.verification_keys
 
 
 def test_a_token_signed_with_a_key_that_is_not_listed_is_refused_even_with_its_kid(
@@ -307,8 +314,9 @@ def test_previous_rs256_public_keys_verify_while_listed(tmp_path: Path) -> None:
 def test_revoking_a_subject_refuses_its_earlier_tokens_only(settings: Settings) -> None:
     import asyncio
 
-    from tabserve.auth import Claims, check_not_revoked, revoke_subject, revoke_token_id
+    from tabserve.security.revocation import check_not_revoked, revoke_subject, revoke_token_id
     from tabserve.security.state import MemoryStateStore
+    from tabserve.security.tokens import Claims
 
     store = MemoryStateStore()
     before = verify_token(settings, issue_token(settings, "bob", ["predict"])[0])

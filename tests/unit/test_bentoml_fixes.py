@@ -11,6 +11,7 @@ import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
 from tabserve.serving import bentoml_fixes
+from tabserve.serving.bentoml_private import API_CALLER, BATCH_WAIT, TIMEOUT_CALL, source_sha256
 
 
 async def _ok_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -63,7 +64,7 @@ def _timers_left_after(call: Any, requests: int) -> tuple[int, list[dict[str, An
 
 def test_the_original_keeps_one_timer_per_finished_request() -> None:
     """What the fix is for (if this starts failing, BentoML fixed it upstream)."""
-    original = getattr(TimeoutMiddleware, "_tabserve_original_call", TimeoutMiddleware.__call__)
+    original = getattr(TimeoutMiddleware, "_tabserve_original___call__", TimeoutMiddleware.__call__)
     left, sent = _timers_left_after(lambda m, s: _call(m, s, original), 50)
     assert left == 50
     assert sent[0]["status"] == 200
@@ -100,8 +101,8 @@ def test_a_timed_out_request_gets_the_envelope() -> None:
 def test_the_replaced_method_is_the_one_the_fix_was_written_for() -> None:
     """BentoML changed ``TimeoutMiddleware.__call__``: check whether the fix still applies."""
     bentoml_fixes.apply()
-    original = TimeoutMiddleware._tabserve_original_call  # type: ignore[attr-defined]
-    assert bentoml_fixes.source_sha256(original) == bentoml_fixes.REPLACED_SOURCE_SHA256
+    original = TimeoutMiddleware._tabserve_original___call__  # type: ignore[attr-defined]
+    assert source_sha256(original) == TIMEOUT_CALL.sha256
 
 
 # ---- the batching wait -------------------------------------------------------------------
@@ -120,7 +121,7 @@ def test_the_original_dispatcher_holds_a_lone_request_for_its_learned_wait() -> 
     """What the cap is for (if this starts failing, BentoML changed its dispatcher)."""
     from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
 
-    original = getattr(Optimizer, "_tabserve_original_refresh", Optimizer.trigger_refresh)
+    original = getattr(Optimizer, "_tabserve_original_trigger_refresh", Optimizer.trigger_refresh)
 
     async def run() -> float:
         dispatcher = CorkDispatcher(
@@ -160,8 +161,8 @@ def test_the_wrapped_refresh_is_the_one_the_cap_was_written_for() -> None:
     from bentoml._internal.marshal.dispatcher import Optimizer
 
     bentoml_fixes.cap_batch_wait(1.0)
-    original = Optimizer._tabserve_original_refresh  # type: ignore[attr-defined]
-    assert bentoml_fixes.source_sha256(original) == bentoml_fixes.REFRESH_SOURCE_SHA256
+    original = Optimizer._tabserve_original_trigger_refresh  # type: ignore[attr-defined]
+    assert source_sha256(original) == BATCH_WAIT.sha256
 
 
 # ---- the API caller ----------------------------------------------------------------------
@@ -197,5 +198,5 @@ def test_the_cached_caller_is_the_one_the_cache_was_written_for() -> None:
     from _bentoml_sdk.method import APIMethod
 
     bentoml_fixes.cache_api_callers()
-    original = APIMethod._tabserve_original_local_call  # type: ignore[attr-defined]
-    assert bentoml_fixes.source_sha256(original) == bentoml_fixes.LOCAL_CALL_SOURCE_SHA256
+    original = APIMethod._tabserve_original__local_call  # type: ignore[attr-defined]
+    assert source_sha256(original) == API_CALLER.sha256

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tabserve.auth import verify_token
 from tabserve.cli.main import main
+from tabserve.security.tokens import verify_token
 from tabserve.security.users import UserStore
-from tabserve.settings import load_settings
+from tabserve.serving.settings import load_settings
 
 
 @pytest.fixture

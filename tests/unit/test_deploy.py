@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tabserve.settings import SettingsError, check_secret
+from tabserve.core.config import SettingsError
+from tabserve.security.keys import check_secret
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -224,7 +225,7 @@ def test_tabserve_is_hardened_like_the_documented_run_command() -> None:
 
 def test_the_service_workers_share_their_auth_state_in_redis() -> None:
     from tabserve.security.state import check_state_url
-    from tabserve.settings import ServerSettings
+    from tabserve.serving.settings import ServerSettings
 
     services = compose()["services"]
     env = services["tabserve"]["environment"]
@@ -450,7 +451,7 @@ def test_deployment_takes_its_secrets_from_kubernetes_secrets() -> None:
 
 
 def test_deployment_runs_two_workers_with_the_state_store_from_a_secret() -> None:
-    from tabserve.settings import ServerSettings
+    from tabserve.serving.settings import ServerSettings
 
     env = {e["name"]: e for e in container(manifests()["Deployment"])["env"]}
     assert ServerSettings(workers=env["TABSERVE_WORKERS"]["value"]).workers == 2

@@ -18,7 +18,7 @@ from tabserve.core.errors import (
 )
 from tabserve.security.login_guard import CLIENT_FAILURES_FACTOR, LoginGuard
 from tabserve.security.state import Limit, MemoryStateStore, check_state_url, hashed, redacted
-from tabserve.settings import Settings
+from tabserve.serving.settings import Settings
 
 
 class Outcomes:

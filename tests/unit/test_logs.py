@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from tabserve.core.config import SettingsError
 from tabserve.serving.logs import configure_logging, trace_ids
-from tabserve.settings import Settings, SettingsError, load_settings
+from tabserve.serving.settings import Settings, load_settings
 from tests.support import REPO
 
 SCRIPT = """

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tabserve.settings import Settings, SettingsError, load_settings, model_tag_from_env
+from tabserve.core.config import SettingsError
+from tabserve.serving.settings import Settings, load_settings, model_tag_from_env
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +31,7 @@ def test_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     secret = secrets.token_urlsafe(48)
     monkeypatch.setenv("TABSERVE_JWT_SECRET", secret)
     settings = load_settings()
-    assert settings.signing_key == secret
+    assert settings.keys.signing_key == secret
     assert secret not in repr(settings)
 
 
@@ -47,7 +48,7 @@ def test_unusable_secrets_are_refused(
 ) -> None:
     monkeypatch.setenv("TABSERVE_JWT_SECRET", secret)
     with pytest.raises(SettingsError, match=message):
-        _ = load_settings().signing_key
+        _ = load_settings().keys.signing_key
 
 
 def test_production_never_falls_back_to_a_local_secret(
@@ -56,15 +57,15 @@ def test_production_never_falls_back_to_a_local_secret(
     local = tmp_path / ".tabserve"
     local.mkdir()
     (local / "jwt_secret").write_text(secrets.token_urlsafe(48))
-    assert load_settings().signing_key  # development uses the local file
+    assert load_settings().keys.signing_key  # development uses the local file
     monkeypatch.setenv("TABSERVE_ENV", "production")
     with pytest.raises(SettingsError, match="production needs TABSERVE_JWT_SECRET"):
-        _ = load_settings().signing_key
+        _ = load_settings().keys.signing_key
 
 
 def test_development_without_any_secret_says_how_to_make_one() -> None:
     with pytest.raises(SettingsError, match="tabserve init-local"):
-        _ = load_settings().signing_key
+        _ = load_settings().keys.signing_key
 
 
 def test_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path.write_text(secrets.token_urlsafe(48) + "\n")
     monkeypatch.setenv("TABSERVE_ENV", "production")
     monkeypatch.setenv("TABSERVE_JWT_SECRET_FILE", str(path))
-    assert load_settings().signing_key == path.read_text().strip()
+    assert load_settings().keys.signing_key == path.read_text().strip()
 
 
 def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,7 +105,7 @@ def _user(path: Path) -> Path:
 
 
 def test_startup_accepts_a_usable_users_file(tmp_path: Path) -> None:
-    from tabserve.settings import check_startup
+    from tabserve.serving.settings import check_startup
 
     assert check_startup(_production(tmp_path, _user(tmp_path / "users.json"))) == []
 
@@ -121,7 +122,7 @@ def test_startup_accepts_a_usable_users_file(tmp_path: Path) -> None:
 def test_startup_refuses_an_unusable_users_file_in_production(
     tmp_path: Path, content: str | None, message: str
 ) -> None:
-    from tabserve.settings import check_startup
+    from tabserve.serving.settings import check_startup
 
     users = tmp_path / "users.json"
     if content is not None:
@@ -132,7 +133,7 @@ def test_startup_refuses_an_unusable_users_file_in_production(
 
 
 def test_startup_in_development_only_warns_about_a_missing_users_file(tmp_path: Path) -> None:
-    from tabserve.settings import check_startup
+    from tabserve.serving.settings import check_startup
 
     settings = Settings(users_file=tmp_path / "users.json")
     (warning,) = check_startup(settings)
@@ -151,14 +152,14 @@ def test_a_secret_file_that_cannot_be_read_names_the_file(tmp_path: Path, kind: 
         path.write_bytes(b"\xff\xfe" * 40)
     settings = Settings(env="production", jwt_secret_file=path)
     with pytest.raises(SettingsError, match="TABSERVE_JWT_SECRET_FILE") as caught:
-        _ = settings.verification_key
+        _ = settings.keys.verification_key
     assert str(path) in str(caught.value)
 
 
 def test_serve_runs_bentoml_with_the_graceful_shutdown_timeout() -> None:
     import sys
 
-    from tabserve.cli.main import serve_argv
+    from tabserve.cli.serving import serve_argv
 
     argv = serve_argv(Settings(shutdown_grace_s=7), "service:Tabserve", "127.0.0.1", 3001)
     assert argv[:5] == [sys.executable, "-m", "bentoml", "serve", "service:Tabserve"]
@@ -169,7 +170,7 @@ def test_serve_runs_bentoml_with_the_graceful_shutdown_timeout() -> None:
 def test_workers_and_trusted_proxies_are_read_and_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tabserve.settings import ServerSettings, load_server_settings
+    from tabserve.serving.settings import ServerSettings, load_server_settings
 
     monkeypatch.delenv("TABSERVE_WORKERS", raising=False)
     monkeypatch.delenv("TABSERVE_TRUSTED_PROXIES", raising=False)

@@ -29,8 +29,8 @@ from tabserve.core.drift import (
     prediction_statistic,
     shares,
 )
+from tabserve.core.inference_records import read_log
 from tabserve.core.predictor import Predictor
-from tabserve.serving.inference_log import read_log
 
 REFERENCE_COLOUR = "#94a3b8"
 SERVED_COLOUR = "#ea580c"

@@ -1,0 +1,55 @@
+"""What the middlewares read from a request, and what they leave for the next one.
+
+The request-state keys are defined here once: the envelope gives each request an id,
+auth records who called and with which scopes, the UI reads both. Headers, cookies and
+forms are read with Starlette's own helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+
+from tabserve.core.errors import MalformedRequestError
+
+# Keys of ``scope["state"]`` (what Starlette exposes as ``request.state``).
+REQUEST_ID = "request_id"
+SUBJECT = "tabserve_sub"
+SCOPES = "tabserve_scopes"
+TOKEN_ID = "tabserve_jti"
+STATE_STORE = "tabserve_state_store"
+
+
+def request_state(scope: dict[str, Any]) -> dict[str, Any]:
+    """The request's state (created if missing)."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+def headers(scope: dict[str, Any]) -> Headers:
+    """The request's headers (case-insensitive, read-only)."""
+    return Headers(scope=scope)
+
+
+def media_type(scope: dict[str, Any], default: str = "") -> str:
+    """The request's media type, lower-case, without its parameters (``charset``...)."""
+    value = headers(scope).get("content-type", default)
+    return value.split(";", 1)[0].strip().lower()
+
+
+async def read_form(request: Any) -> Any:
+    """The request's form; a form that cannot be parsed is the client's error (400).
+
+    Raises:
+        MalformedRequestError: naming what Starlette's parser found.
+    """
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
+
+    try:
+        return await request.form()
+    except HTTPException as exc:  # Starlette's wrapping of MultiPartException
+        raise MalformedRequestError(f"the form cannot be parsed: {exc.detail}") from None
+    except (MultiPartException, ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequestError(f"the form cannot be parsed: {exc}") from None

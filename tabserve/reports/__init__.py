@@ -1,0 +1,1 @@
+"""Offline reports over served rows (``tabserve drift-report``); built on the core."""
