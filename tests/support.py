@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from load_tests.processes import free_port, running, stop_group
-from load_tests.profiles import import_booster, train_booster
+from load_tests.profile_models import import_booster, train_booster
 from tabserve.core.bundle import Lineage
-from tabserve.core.schema import FeatureSchema, infer_schema
+from tabserve.core.schema import FeatureSchema
+from tabserve.core.schema_inference import infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
 JSON_TYPE = "application/json"

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tabserve.core.schema import DroppedColumn, FeatureSchema, TaskKind, decide_task, infer_schema
+from tabserve.core.schema import DroppedColumn, FeatureSchema, TaskKind
+from tabserve.core.schema_inference import decide_task, infer_schema
 from training.checks import (
     FeatureScore,
     describe_leak,

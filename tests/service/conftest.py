@@ -25,7 +25,8 @@ import pytest
 import xgboost as xgb
 
 from tabserve.core.bundle import Lineage, sha256_file, write_bundle
-from tabserve.core.schema import FeatureSchema, infer_schema
+from tabserve.core.schema import FeatureSchema
+from tabserve.core.schema_inference import infer_schema
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PASSWORD = "correct horse battery"

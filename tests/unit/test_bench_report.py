@@ -6,24 +6,17 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from load_tests.bench import (
+from load_tests.bench.common import (
     AFTER_BURST,
     CONTENDERS,
     EXTRA_CONTENDERS,
     SINGLE_ROWS,
     RunResult,
-    Spread,
-    contenders,
-    cpu_text,
-    labelled,
-    machine_text,
-    profile_lines,
-    ratio_spread,
-    round_order,
-    targets,
-    with_workers,
-    workers_lines,
 )
+from load_tests.bench.contenders import contenders
+from load_tests.bench.machine import cpu_text, machine_text, round_order
+from load_tests.bench.report import labelled, profile_lines, with_workers, workers_lines
+from load_tests.bench.stats import Spread, ratio_spread, targets
 from load_tests.profiles import BuiltProfile
 
 
@@ -82,7 +75,7 @@ def _profile() -> BuiltProfile:
 
 def test_the_report_section_lists_every_level_and_the_targets() -> None:
     profile = _profile()
-    from load_tests.bench import Contender
+    from load_tests.bench.common import Contender
 
     cont = [Contender(n, n, []) for n in ("batched", "unbatched", "fastapi")]
     text = "\n".join(profile_lines(RUNS, profile, cont))
@@ -110,7 +103,7 @@ def test_single_row_runs_have_their_own_ratio_and_target() -> None:
 def test_against_a_revision_adds_the_batched_service_served_from_its_checkout(
     tmp_path: Path,
 ) -> None:
-    from load_tests.bench import against_name, contenders
+    from load_tests.bench.contenders import against_name, contenders
 
     ports = {name: 1000 + i for i, name in enumerate([*CONTENDERS, *EXTRA_CONTENDERS])}
     plain = [c.name for c in contenders(ports, "models:/m/1")]
@@ -126,7 +119,7 @@ def test_against_a_revision_adds_the_batched_service_served_from_its_checkout(
 def test_an_unknown_revision_is_a_clear_error(tmp_path: Path) -> None:
     import pytest
 
-    from load_tests.bench import checkout
+    from load_tests.bench.contenders import checkout
 
     with pytest.raises(ValueError, match=r"--against no-such-revision-here: .*invalid reference"):
         checkout("no-such-revision-here", tmp_path)

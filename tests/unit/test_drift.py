@@ -20,7 +20,7 @@ from tabserve.core.drift import (
     psi,
 )
 from tabserve.core.predictor import Predictor
-from tabserve.core.schema import infer_schema
+from tabserve.core.schema_inference import infer_schema
 
 
 def _model() -> tuple[Predictor, pd.DataFrame]:

@@ -19,7 +19,8 @@ import xgboost as xgb
 
 from tabserve.core.bundle import Lineage
 from tabserve.core.predictor import Predictor
-from tabserve.core.schema import FeatureSchema, infer_schema
+from tabserve.core.schema import FeatureSchema
+from tabserve.core.schema_inference import infer_schema
 
 LINEAGE = Lineage(
     model_name="t",

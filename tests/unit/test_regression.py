@@ -9,7 +9,7 @@ import pytest
 import xgboost as xgb
 
 from tabserve.core.predictor import Predictor, answer_columns
-from tabserve.core.schema import decide_task, infer_schema
+from tabserve.core.schema_inference import decide_task, infer_schema
 from training.modeling import dmatrix, evaluate, fit_interval, regression_metrics
 from training.params import PromoteParams
 

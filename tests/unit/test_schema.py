@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabserve.core.schema import FeatureSchema, category_text, infer_schema, is_id_like
+from tabserve.core.schema import FeatureSchema, category_text
+from tabserve.core.schema_inference import infer_schema, is_id_like
 
 
 @pytest.fixture
