@@ -177,10 +177,11 @@ rules-test: system-deps ## Check the Prometheus config and alert rules, run thei
 	python3 deploy/prometheus/prometheusrule.py --check
 
 .PHONY: lint
-lint: setup ## Ruff (lint + format check) and mypy on tabserve/, training/, ui/, load_tests/ and service.py
+lint: setup ## Ruff (lint + format check), mypy, and the layers' import contracts (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: format
 format: setup ## Apply ruff's fixes and formatting

@@ -3,7 +3,9 @@ trained and imported the way the pipeline does it (also used by ``tests/support.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +175,17 @@ def heavy_frame(seed: int = SEED) -> pd.DataFrame:
     labels[flip] = rng.integers(0, 10, int(flip.sum()))
     frame["digit"] = labels
     return frame
+
+
+def git_commit(repo: Path) -> str:
+    """The short commit of ``repo``, or ``unknown``."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+    return "unknown"

@@ -32,13 +32,11 @@ versions. ::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -52,6 +50,7 @@ from load_tests.payloads import api_rows, write_rows
 from load_tests.profile_models import (
     SEED,
     categorical_frame,
+    git_commit,
     heavy_frame,
     import_booster,
     train_booster,
@@ -136,19 +135,6 @@ class BuiltProfile:
             f"{self.mean_depth:.1f}); one model call {self.ms_per_call_1_row:.2f} ms for "
             f"1 row, {self.ms_per_call_256_rows:.2f} ms for 256 rows"
         )
-
-
-def _git_commit() -> str:
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return done.stdout.strip()
-    return "unknown"
 
 
 def model_shape(booster: Any) -> tuple[int, int, float]:
@@ -296,7 +282,7 @@ def import_profile(
         registry_version="1",
         mlflow_run_id=mlflow_run_id,
         data_md5={"all": hashlib.md5(csv_bytes, usedforsecurity=False).hexdigest()},
-        git_commit=_git_commit(),
+        git_commit=git_commit(REPO),
         params=fitted.params,
         metrics={"accuracy": fitted.accuracy},
         model_sha256="",  # filled in by import_booster

@@ -2,7 +2,8 @@
 
 The ``train`` stage logs :class:`TabularModel` with its model files (``models/bundle``:
 the booster, the FeatureSchema and, for regression, the interval's model) as an
-artifact and this package as its code (``code_paths``), so the model scores frames as
+artifact and, as its code (``code_paths``), the core and this layer only
+(:func:`carried_code`), so the model scores frames as
 they come from a CSV or Parquet file (text columns as ``str`` or ``object``, missing
 values) wherever MLflow models run: ``mlflow.pyfunc.load_model``, ``mlflow models
 serve``, ``mlflow.pyfunc.spark_udf``. It answers through the service's own
@@ -15,6 +16,8 @@ Nothing here is imported by the service: MLflow is a training dependency only.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -93,24 +96,50 @@ def log_model(bundle: str | Path, schema: FeatureSchema, train: pd.DataFrame) ->
     import pydantic
     import xgboost as xgb
 
-    package = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent
     with warnings.catch_warnings():
         # MLflow's hint that integer columns cannot hold missing values: the signature
         # marks every feature that was missing in training optional, and a missing value
         # in any other feature is refused by the model's contract anyway.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         model_signature = signature(schema, train)
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(package / "pyfunc_model.py"),
-        artifacts={BUNDLE_ARTIFACT: str(bundle)},
-        code_paths=[str(package)],
-        signature=model_signature,
-        input_example=input_example(schema, train),
-        pip_requirements=[
-            f"xgboost-cpu=={xgb.__version__}",
-            f"pandas=={pd.__version__}",
-            f"numpy=={np.__version__}",
-            f"pydantic=={pydantic.__version__}",
-        ],
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(here / "entry.py"),
+            artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            code_paths=[str(carried_code(Path(staging)))],
+            signature=model_signature,
+            input_example=input_example(schema, train),
+            pip_requirements=[
+                f"xgboost-cpu=={xgb.__version__}",
+                f"pandas=={pd.__version__}",
+                f"numpy=={np.__version__}",
+                f"pydantic=={pydantic.__version__}",
+            ],
+        )
+
+
+# What the registered model carries of tabserve: the core it scores with and this layer.
+CARRIED_LAYERS = ("core", "mlflow_model")
+
+
+def carried_code(staging: Path) -> Path:
+    """A copy of the part of the ``tabserve`` package the model needs, under ``staging``.
+
+    MLflow copies each of ``code_paths`` beside the model and puts it on ``sys.path``
+    when the model is loaded; giving it the whole package would carry the security,
+    HTTP and serving layers (and their BentoML patches) into every copy of the model.
+
+    Returns:
+        ``staging/tabserve``: its ``__init__.py`` and the :data:`CARRIED_LAYERS`.
+    """
+    package = Path(__file__).resolve().parents[1]
+    target = staging / "tabserve"
+    target.mkdir()
+    shutil.copy2(package / "__init__.py", target / "__init__.py")
+    for layer in CARRIED_LAYERS:
+        shutil.copytree(
+            package / layer, target / layer, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return target

@@ -1,6 +1,6 @@
 """The key material tokens are signed and verified with, and the checks a secret passes.
 
-A :class:`KeyRing` is made once per :class:`~tabserve.security.settings.SecuritySettings`
+A :class:`KeyRing` is made once per settings object
 (``settings.keys``): the current key signs, the current and the previous ones still
 listed verify, each known by its ``kid``.
 """
@@ -8,14 +8,42 @@ listed verify, each known by its ``kid``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import SecretStr
 
 from tabserve.core.config import SettingsError
 from tabserve.security.files import read_private_file
 
-if TYPE_CHECKING:
-    from tabserve.security.settings import SecuritySettings
+
+class KeySettings(Protocol):
+    """The settings the keys are read from (the security section's ``jwt_*``)."""
+
+    @property
+    def jwt_algorithm(self) -> str:
+        """``HS256`` or ``RS256``."""
+
+    @property
+    def jwt_private_key_file(self) -> Path | None:
+        """The RS256 private key."""
+
+    @property
+    def jwt_public_key_file(self) -> Path | None:
+        """The RS256 public key."""
+
+    @property
+    def jwt_previous_secrets(self) -> Sequence[SecretStr]:
+        """Earlier HS256 secrets still accepted."""
+
+    @property
+    def jwt_previous_public_key_files(self) -> Sequence[Path]:
+        """Earlier RS256 public keys still accepted."""
+
+    def raw_secret(self) -> str:
+        """The HS256 secret as configured."""
 
 MIN_SECRET_BYTES = 32
 # Values people paste from examples; refused even when long enough.
@@ -84,7 +112,7 @@ class KeyRing:
         return self.verification_keys[self.key_id]
 
     @classmethod
-    def load(cls, settings: SecuritySettings) -> KeyRing:
+    def load(cls, settings: KeySettings) -> KeyRing:
         """Read and check the keys ``settings`` name.
 
         Raises:

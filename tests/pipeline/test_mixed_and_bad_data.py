@@ -23,6 +23,7 @@ from tests.pipeline.conftest import (
     set_params,
     stages_run,
 )
+from tests.support import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +115,48 @@ def test_registered_champion_scores_raw_frames_like_the_service(penguins) -> Non
     )
     as_objects = parquet.astype({"island": object, "sex": object})
     pd.testing.assert_frame_equal(model.predict(as_objects), expected, check_dtype=False)
+
+
+_LOAD_CARRIED = """
+import importlib.util, json, sys
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model("models:/tabserve@champion")
+import tabserve
+rows = pd.read_parquet(sys.argv[1]).drop(columns=["species"]).head(5)
+print(json.dumps({
+    "tabserve": tabserve.__file__,
+    "security": importlib.util.find_spec("tabserve.security") is not None,
+    "labels": [str(v) for v in model.predict(rows)["label"]],
+}))
+"""
+
+
+def test_registered_model_carries_only_the_core_and_its_own_layer(penguins, tmp_path) -> None:
+    """The model's code is a copy of ``tabserve/`` with the core and the MLflow layer only,
+    and a fresh process loads and scores with that copy, not with the project."""
+    import mlflow
+
+    repo, _ = penguins
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    uri = "models:/tabserve@champion"
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
+    carried = local / "code" / "tabserve"
+    assert sorted(p.name for p in carried.iterdir()) == ["__init__.py", "core", "mlflow_model"]
+    env = pipeline_env(repo) | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns/mlflow.db'}"}
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_CARRIED, str(repo / "data/prepared/test.parquet")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert str(REPO) not in seen["tabserve"] and "code" in seen["tabserve"]
+    assert seen["security"] is False
+    test = pd.read_parquet(repo / "data/prepared/test.parquet").drop(columns=["species"]).head(5)
+    assert seen["labels"] == [str(v) for v in _served_answers(repo, test)["label"]]
 
 
 def test_mlflow_models_serve_answers_like_the_service(penguins) -> None:
