@@ -200,3 +200,32 @@ def test_the_cached_caller_is_the_one_the_cache_was_written_for() -> None:
     bentoml_fixes.cache_api_callers()
     original = APIMethod._tabserve_original__local_call  # type: ignore[attr-defined]
     assert source_sha256(original) == API_CALLER.sha256
+
+
+def test_every_patch_applies_to_the_installed_bentoml_and_names_its_upstream_issue() -> None:
+    from tabserve.serving.bentoml_private import (
+        CHECKED_VERSIONS,
+        PATCHES,
+        guarded,
+        installed_version,
+    )
+
+    assert installed_version() in CHECKED_VERSIONS
+    for patch in PATCHES:
+        assert guarded(patch) is not None, patch.name
+        assert patch.upstream
+
+
+def test_a_patch_whose_source_changed_upstream_is_left_out_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from dataclasses import replace
+
+    from tabserve.serving.bentoml_private import TIMEOUT_CALL, guarded
+
+    changed = replace(TIMEOUT_CALL, sha256="0" * 64)
+    assert guarded(changed) is None
+    assert "is not patched" in caplog.text and "#5642" in caplog.text
+    missing = replace(TIMEOUT_CALL, owner="bentoml._internal.nowhere:Nothing")
+    assert guarded(missing) is None
+    assert "cannot be patched" in caplog.text
