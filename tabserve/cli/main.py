@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", help="subject (user or client name)")
     token.add_argument("--scopes", help="comma-separated scopes")
     token.add_argument(
-        "--ttl", type=int, default=None, help=f"lifetime in seconds (at most {MAX_TOKEN_TTL_S})"
+        "--ttl",
+        type=int,
+        default=None,
+        help=f"lifetime in seconds (at most TABSERVE_TOKEN_MAX_TTL_S, {MAX_TOKEN_TTL_S} s "
+        "by default)",
     )
     token.set_defaults(handler=token_commands.token)
     revoke = token.add_subparsers(dest="token_command").add_parser(

@@ -12,7 +12,7 @@ from tabserve.core.config import SettingsError
 from tabserve.core.errors import UnauthenticatedError
 from tabserve.security.revocation import revoke_token_id
 from tabserve.security.scopes import UserError, parse_scopes
-from tabserve.security.settings import MAX_TOKEN_TTL_S, SecuritySettings
+from tabserve.security.settings import SecuritySettings
 from tabserve.security.state import MEMORY_URL
 from tabserve.security.tokens import issue_token, verify_token
 
@@ -20,8 +20,8 @@ from tabserve.security.tokens import issue_token, verify_token
 def token(settings: SecuritySettings, args: argparse.Namespace) -> int:
     if args.sub is None or args.scopes is None:
         raise UserError("`tabserve token` needs --sub and --scopes (or: tabserve token revoke)")
-    if args.ttl is not None and not 1 <= args.ttl <= MAX_TOKEN_TTL_S:
-        raise UserError(f"--ttl must be between 1 and {MAX_TOKEN_TTL_S} seconds")
+    if args.ttl is not None and not 1 <= args.ttl <= settings.token_max_ttl_s:
+        raise UserError(f"--ttl must be between 1 and {settings.token_max_ttl_s} seconds")
     signed, ttl = issue_token(settings, args.sub, parse_scopes(args.scopes), args.ttl)
     print(signed)
     # On stderr, so `TOKEN=$(tabserve token …)` captures the token alone.

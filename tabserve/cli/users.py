@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import sys
 
-from tabserve.cli.state import MEMORY_NOTE, with_store
+from tabserve.cli.state import with_store
 from tabserve.security.passwords import hasher_for
 from tabserve.security.revocation import revoke_subject
 from tabserve.security.scopes import UserError
@@ -32,6 +32,11 @@ def users_add(settings: SecuritySettings, args: argparse.Namespace) -> int:
     store = UserStore(settings.resolved_users_file, hasher_for(settings))
     record = store.add(args.name, _read_password(args), args.scopes)
     print(f"user {args.name!r} saved in {store.path} with scopes {record.scopes}")
+    if record.valid_after is not None:
+        print(
+            f"their tokens and UI sessions issued before are refused from now on, within a "
+            f"second, by every server that reads {store.path}"
+        )
     return 0
 
 
@@ -39,15 +44,12 @@ def users_remove(settings: SecuritySettings, args: argparse.Namespace) -> int:
     store = UserStore(settings.resolved_users_file)
     store.remove(args.name)
     print(f"user {args.name!r} removed from {store.path}")
-    if settings.state_url == MEMORY_URL:
-        print(
-            f"note: {MEMORY_NOTE}; the user's tokens already issued stay valid until they "
-            f"expire (at most {settings.token_ttl_s} s for API tokens)",
-            file=sys.stderr,
-        )
-        return 0
-    asyncio.run(with_store(settings, lambda store: revoke_subject(store, args.name, settings)))
-    print(f"every token issued to {args.name!r} until now is refused from now on")
+    print(
+        f"every token and UI session issued to {args.name!r} until now is refused from now "
+        f"on, within a second, by every server that reads {store.path}"
+    )
+    if settings.state_url != MEMORY_URL:  # and at once, through the shared state store
+        asyncio.run(with_store(settings, lambda s: revoke_subject(s, args.name, settings)))
     return 0
 
 

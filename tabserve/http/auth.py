@@ -42,7 +42,9 @@ from tabserve.http.requests import (
     request_state,
 )
 from tabserve.http.settings import EdgeSettings
+from tabserve.security.access import UserValidity
 from tabserve.security.login_guard import LoginGuard
+from tabserve.security.metrics import auth_metrics
 from tabserve.security.passwords import hasher_for
 from tabserve.security.revocation import check_not_revoked
 from tabserve.security.scopes import UserError, parse_scopes
@@ -113,6 +115,7 @@ class AuthMiddleware:
         self._store: StateStore | None = None
         self._guard: LoginGuard | None = None
         self._users: UserStore | None = None
+        self._validity: UserValidity | None = None
         self._tokens = VerifiedTokens()  # bearer tokens already verified (see its doc)
 
     def settings(self) -> EdgeSettings:
@@ -140,11 +143,18 @@ class AuthMiddleware:
         return self._guard
 
     async def verified(self, settings: EdgeSettings, claims: Claims) -> Claims:
-        """``claims`` if their token was not revoked.
+        """``claims`` if their token was not revoked and still stands for its user (not
+        removed, password and scopes unchanged since it was issued).
 
         Raises:
-            UnauthenticatedError: revoked; NotReadyError: the state store is down.
+            UnauthenticatedError: revoked or outdated; NotReadyError: the state store is down.
         """
+        if self._validity is None:
+            self._validity = UserValidity(settings.resolved_users_file)
+        reason = self._validity.refusal(claims)
+        if reason is not None:
+            auth_metrics().revoked()
+            raise UnauthenticatedError(f"token no longer valid: {reason} (sign in again)")
         await check_not_revoked(self.state_store(settings), claims)
         return claims
 

@@ -45,6 +45,7 @@ class KeySettings(Protocol):
     def raw_secret(self) -> str:
         """The HS256 secret as configured."""
 
+
 MIN_SECRET_BYTES = 32
 # Values people paste from examples; refused even when long enough.
 _PLACEHOLDER_MARKERS = (

@@ -49,6 +49,9 @@ class SecuritySettings(BaseSettings):
         jwt_issuer: ``iss`` claim issued and required.
         jwt_audience: ``aud`` claim issued and required.
         token_ttl_s: lifetime of issued tokens.
+        token_max_ttl_s: the longest lifetime (``exp - iat``) an API token may have, any
+            ``tabserve token --ttl`` included; a correctly signed token with a longer one is
+            refused. Browser sessions may live ``ui_session_ttl_s`` at most.
         jwt_leeway_s: clock-skew tolerance when checking ``exp``/``iat``.
         users_file: JSON file of argon2id password hashes.
         local_dir: git-ignored folder for the generated local secret and demo user.
@@ -85,6 +88,7 @@ class SecuritySettings(BaseSettings):
     jwt_issuer: str = Field(default="tabserve", min_length=1)
     jwt_audience: str = Field(default="tabserve-api", min_length=1)
     token_ttl_s: int = Field(default=900, ge=30, le=MAX_TOKEN_TTL_S)
+    token_max_ttl_s: int = Field(default=MAX_TOKEN_TTL_S, ge=30, le=MAX_TOKEN_TTL_S)
     jwt_leeway_s: int = Field(default=10, ge=0, le=120)
 
     users_file: Path | None = None
@@ -134,6 +138,12 @@ class SecuritySettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_token_ttl(self) -> SecuritySettings:
+        if self.token_ttl_s > self.token_max_ttl_s:
+            raise ValueError("TABSERVE_TOKEN_TTL_S must not exceed TABSERVE_TOKEN_MAX_TTL_S")
+        return self
+
+    @model_validator(mode="after")
     def _check_ui_audience(self) -> SecuritySettings:
         if self.ui_session_audience == self.jwt_audience:
             raise ValueError(
@@ -163,9 +173,10 @@ class SecuritySettings(BaseSettings):
 
     @property
     def longest_token_ttl_s(self) -> int:
-        """The longest any token may stay valid (``tabserve token --ttl`` included), with
-        the clock-skew leeway: how long to keep a revocation whose expiry is unknown."""
-        return MAX_TOKEN_TTL_S + self.jwt_leeway_s
+        """The longest any token may stay valid (``tabserve token --ttl`` included: longer
+        ones are refused), with the clock-skew leeway: how long to keep a revocation
+        whose expiry is unknown."""
+        return max(self.token_max_ttl_s, self.ui_session_ttl_s) + self.jwt_leeway_s
 
     def raw_secret(self) -> str:
         """The HS256 secret as configured (inline, its file, or the local file).

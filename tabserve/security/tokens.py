@@ -87,13 +87,21 @@ def issue_token(
     return token, ttl
 
 
-def verify_token(settings: SecuritySettings, token: str, *, audience: str | None = None) -> Claims:
-    """Verify signature, algorithm and every required claim of ``token``.
+def verify_token(
+    settings: SecuritySettings,
+    token: str,
+    *,
+    audience: str | None = None,
+    max_ttl_s: int | None = None,
+) -> Claims:
+    """Verify signature, algorithm, every required claim of ``token``, and its lifetime.
 
     Args:
         settings: issuer, audience, algorithm and key.
         token: the encoded JWT.
         audience: the ``aud`` required; the API's (``settings.jwt_audience``) by default.
+        max_ttl_s: the longest lifetime (``exp - iat``) accepted, whatever the signature;
+            ``settings.token_max_ttl_s`` by default.
 
     Raises:
         UnauthenticatedError: with a client-safe reason; never echoes the token.
@@ -138,6 +146,10 @@ def verify_token(settings: SecuritySettings, token: str, *, audience: str | None
         raise UnauthenticatedError("token scopes must be a list of strings")
     if not isinstance(payload["sub"], str) or not payload["sub"]:
         raise UnauthenticatedError("token subject must be a non-empty string")
+    longest = settings.token_max_ttl_s if max_ttl_s is None else max_ttl_s
+    if int(payload["exp"]) - int(payload["iat"]) > longest:
+        # A leaked signing key, or a token minted elsewhere: no token outlives the maximum.
+        raise UnauthenticatedError("token lifetime is over the maximum this service accepts")
     return Claims(
         sub=payload["sub"],
         scopes=tuple(s for s in scopes if s in SCOPES),
@@ -158,7 +170,9 @@ def issue_session_token(
 
 def verify_session_token(settings: SecuritySettings, token: str) -> Claims:
     """Verify a UI session token (see :func:`verify_token`); API tokens are refused."""
-    return verify_token(settings, token, audience=settings.ui_session_audience)
+    return verify_token(
+        settings, token, audience=settings.ui_session_audience, max_ttl_s=settings.ui_session_ttl_s
+    )
 
 
 def unverified_jti(token: str) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -47,12 +49,15 @@ class UsersFileError(SettingsError):
 
 
 class UserRecord(BaseModel):
-    """One user: the argon2id hash of their password and their scopes."""
+    """One user: the argon2id hash of their password, their scopes, and since when their
+    tokens are good (``valid_after``, epoch seconds: set when a password or the scopes
+    of an existing user change; tokens issued before are refused)."""
 
     model_config = ConfigDict(extra="forbid")
 
     password_hash: str
     scopes: list[str] = Field(default_factory=list)
+    valid_after: int | None = None
 
     @field_validator("scopes")
     @classmethod
@@ -61,11 +66,26 @@ class UserRecord(BaseModel):
 
 
 class UsersFile(BaseModel):
-    """The whole users file."""
+    """The whole users file: the users, and the names removed with when (every token of
+    a removed name issued before then is refused; a name is forgotten once no such token
+    can still be valid, :data:`REMOVED_KEPT_S`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     users: dict[str, UserRecord] = Field(default_factory=dict)
+    removed: dict[str, int] = Field(default_factory=dict)
+
+
+# How long a removed name is remembered: longer than any token may live (one day, the
+# longest `tabserve token --ttl`), with a margin for clock skew.
+REMOVED_KEPT_S = 2 * 86_400
+
+
+def change_time() -> int:
+    """Now, rounded up to the second: a token's ``iat`` (whole seconds) before it is
+    older than the change; a token issued in the same second is refused too (log in
+    again a second later), never one issued before the change accepted."""
+    return math.ceil(time.time())
 
 
 def check_users_file(path: str | Path) -> UsersFile:
@@ -144,6 +164,10 @@ class UserStore:
             raise UserError("the password must be at least 8 characters")
         record = UserRecord(password_hash=self.hasher.hash(password), scopes=parse_scopes(scopes))
         content = self.load()
+        if name in content.users or name in content.removed:
+            # A new password or new scopes: what was issued under the old ones ends now.
+            record.valid_after = change_time()
+            content.removed.pop(name, None)
         content.users[name] = record
         self.save(content)
         return record
@@ -158,6 +182,9 @@ class UserStore:
         if name not in content.users:
             raise UserError(f"no user named {name!r} in {self.path}")
         del content.users[name]
+        now = change_time()
+        content.removed = {n: t for n, t in content.removed.items() if t > now - REMOVED_KEPT_S}
+        content.removed[name] = now
         self.save(content)
 
     def get(self, name: str) -> UserRecord | None:

@@ -277,3 +277,93 @@ def test_an_idle_worker_waits_for_work(running: Server) -> None:
         time.sleep(3.0)
         rate = (_context_switches(worker.pid) - before) / (time.monotonic() - started)
         assert rate < 150, f"an idle worker woke up {rate:.0f} times a second"
+
+
+def _login_page_session(server: str, user: str, password: str) -> httpx.Client:
+    """A browser-like client logged in to the UI (the login form with its CSRF field)."""
+    client = httpx.Client(base_url=server, follow_redirects=False, timeout=30)
+    page = client.get("/ui/login")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    done = client.post("/ui/login", data={"username": user, "password": password, "csrf": csrf})
+    assert done.status_code == 303 and done.headers["location"].endswith("/ui/"), done.headers
+    return client
+
+
+def _refused_within(call: Any, seconds: float = 3.0) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        response: httpx.Response = call()
+        if response.status_code == 401 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.1)
+
+
+def test_access_ends_when_a_user_is_removed_or_their_password_changes(
+    server: str, model: Any, settings: Any, test_env: dict[str, str], users_file: Path
+) -> None:
+    """One worker, ``memory://`` state (as ``make serve``): the CLI's change reaches the
+    running server through the users file, within a second, tokens and UI sessions alike."""
+    import subprocess
+    import sys
+
+    from tabserve.security.users import UserStore
+
+    store = UserStore(users_file)
+    store.add("dave", TEST_PASSWORD, "predict")
+    store.add("erin", TEST_PASSWORD, "predict")
+    body = {"rows": model.rows[:1]}
+
+    def token_of(user: str, password: str = TEST_PASSWORD) -> str:
+        got = httpx.post(f"{server}/auth/token", data={"username": user, "password": password})
+        assert got.status_code == 200, got.text
+        return str(got.json()["access_token"])
+
+    def predict(token: str) -> httpx.Response:
+        return httpx.post(
+            f"{server}/predict", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    dave, erin = token_of("dave"), token_of("erin")
+    dave_browser = _login_page_session(server, "dave", TEST_PASSWORD)
+    assert predict(dave).status_code == predict(erin).status_code == 200
+    assert dave_browser.get("/ui/config").status_code == 200
+    time.sleep(1.1)  # the change must come after the tokens' issue second
+    cli = [str(Path(sys.executable).with_name("tabserve")), "users"]
+    env = {**os.environ, **test_env}
+    removed = subprocess.run([*cli, "remove", "dave"], env=env, capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
+    assert "refused from now on" in removed.stdout
+    refused = _refused_within(lambda: predict(dave))
+    assert refused.status_code == 401 and "removed" in refused.json()["error"]["message"]
+    assert _refused_within(lambda: dave_browser.get("/ui/config")).status_code == 401
+    assert predict(erin).status_code == 200  # nobody else is touched
+    changed = subprocess.run(
+        [*cli, "add", "erin", "--scopes", "predict", "--password-stdin"],
+        input="a new password\n",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert changed.returncode == 0, changed.stderr
+    refused = _refused_within(lambda: predict(erin))
+    assert refused.status_code == 401 and "changed" in refused.json()["error"]["message"]
+    time.sleep(1.1)  # a login in the change's own second is refused too (whole seconds)
+    assert predict(token_of("erin", "a new password")).status_code == 200
+    dave_browser.close()
+
+
+def test_a_signed_token_that_lives_longer_than_the_maximum_is_refused(
+    server: str, model: Any, settings: Any
+) -> None:
+    key, kid = settings.keys.signing_key, {"kid": settings.keys.key_id}
+    now = int(time.time())
+    ten_years = jwt.encode(
+        _claims(settings, iat=now, exp=now + 10 * 365 * 86_400), key, "HS256", headers=kid
+    )
+    response = httpx.post(
+        f"{server}/predict",
+        json={"rows": model.rows[:1]},
+        headers={"Authorization": f"Bearer {ten_years}"},
+    )
+    assert response.status_code == 401
+    assert "lifetime" in response.json()["error"]["message"]

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from tabserve.core.config import SettingsError
 from tabserve.core.errors import UnauthenticatedError
 from tabserve.http.auth import bearer_token, is_open_path
-from tabserve.security.tokens import VerifiedTokens, issue_token, verify_token
+from tabserve.security.tokens import VerifiedTokens, issue_token, verify_session_token, verify_token
 from tabserve.serving.settings import Settings
 from tests.support import rsa_keys
 
@@ -335,3 +335,19 @@ def test_revoking_a_subject_refuses_its_earlier_tokens_only(settings: Settings) 
             await check_not_revoked(store, other)
 
     asyncio.run(run())
+
+
+def test_a_signed_token_living_longer_than_the_maximum_is_refused(settings: Settings) -> None:
+    now = int(time.time())
+    longest = settings.token_max_ttl_s
+    assert verify_token(settings, _sign(settings, _claims(settings, exp=now + longest))).sub
+    with pytest.raises(UnauthenticatedError, match="lifetime"):
+        verify_token(settings, _sign(settings, _claims(settings, exp=now + 10 * 365 * 86_400)))
+    # A browser session may live the session's lifetime at most.
+    session = _claims(
+        settings, aud=settings.ui_session_audience, exp=now + settings.ui_session_ttl_s + 60
+    )
+    with pytest.raises(UnauthenticatedError, match="lifetime"):
+        verify_session_token(settings, _sign(settings, session))
+    with pytest.raises(ValueError, match="TOKEN_MAX_TTL"):
+        Settings(jwt_secret=settings.jwt_secret, token_ttl_s=600, token_max_ttl_s=300)

@@ -98,11 +98,12 @@ def test_token_names_its_jti_and_revoking_needs_a_shared_state_store(
     assert main(["token"]) == 2  # neither --sub/--scopes nor `revoke`
 
 
-def test_removing_a_user_with_memory_state_says_their_tokens_stay_valid(
+def test_removing_a_user_with_memory_state_ends_their_tokens_through_the_users_file(
     local_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("TABSERVE_STATE_URL", raising=False)
     monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
     assert main(["users", "add", "ci", "--scopes", "predict", "--password-stdin"]) == 0
     assert main(["users", "remove", "ci"]) == 0
-    assert "stay valid until they expire" in capsys.readouterr().err
+    assert "refused from now on, within a second" in capsys.readouterr().out
+    assert "ci" in UserStore(local_env / "users.json").load().removed

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import stat
+import time
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
 
+from tabserve.security.access import UserValidity
+from tabserve.security.tokens import Claims
 from tabserve.security.users import UserError, UserStore, parse_scopes
 
 
@@ -110,3 +114,51 @@ def test_a_read_only_users_file_keeps_the_old_hash_working(
     assert "m=8," in current.get("alice").password_hash  # type: ignore[union-attr]
     assert "could not re-hash the password of 'alice'" in caplog.text
     assert "Read-only file system" in caplog.text
+
+
+def _claims(sub: str, iat: int) -> Claims:
+    return Claims(sub=sub, scopes=("predict",), jti="j", exp=iat + 60, iat=iat)
+
+
+def test_a_changed_or_removed_user_ends_the_tokens_issued_before(
+    tmp_path: Path, fast_hasher: PasswordHasher
+) -> None:
+    store = UserStore(tmp_path / "users.json", fast_hasher)
+    store.add("alice", "s3cret-password", "predict")
+    store.add("bob", "s3cret-password", "predict")
+    assert store.get("alice").valid_after is None  # a new user: nothing to end
+    clock = [0.0]
+    validity = UserValidity(store.path, recheck_s=1.0, clock=lambda: clock[0])
+    before = int(time.time()) - 5
+    assert validity.refusal(_claims("alice", before)) is None
+    assert validity.refusal(_claims("ci-robot", before)) is None  # not a user: not ours to end
+
+    store.add("alice", "another-password", "predict")  # a password reset
+    store.remove("bob")
+    assert validity.refusal(_claims("alice", before)) is None  # read again a second later
+    clock[0] += 1.0
+    assert "changed" in str(validity.refusal(_claims("alice", before)))
+    assert "removed" in str(validity.refusal(_claims("bob", before)))
+    after = math.ceil(time.time()) + 1
+    assert validity.refusal(_claims("alice", after)) is None
+    assert validity.refusal(_claims("bob", after)) is None  # a new bob, later, is not refused
+
+    store.add("bob", "s3cret-password", "predict")  # re-added: the old bob's tokens stay out
+    clock[0] += 1.0
+    assert "changed" in str(validity.refusal(_claims("bob", before)))
+    assert store.load().removed == {}
+
+
+def test_a_broken_users_file_keeps_what_was_known(
+    tmp_path: Path, fast_hasher: PasswordHasher
+) -> None:
+    store = UserStore(tmp_path / "users.json", fast_hasher)
+    store.add("alice", "s3cret-password", "predict")
+    store.remove("alice")
+    clock = [0.0]
+    validity = UserValidity(store.path, clock=lambda: clock[0])
+    old = _claims("alice", int(time.time()) - 5)
+    assert validity.refusal(old) is not None
+    store.path.write_text("{not json")
+    clock[0] += 5
+    assert validity.refusal(old) is not None
