@@ -31,6 +31,8 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export PATH := $(BIN):$(HOME)/.local/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# MkDocs Material's banner about MkDocs 2 (the site builds with MkDocs 1.6, pinned in uv.lock).
+export NO_MKDOCS_2_WARNING := 1
 # Podman's configuration for these machines (deploy/image/containers.conf: runc, ulimits).
 export CONTAINERS_CONF ?= $(CURDIR)/deploy/image/containers.conf
 
@@ -188,8 +190,17 @@ format: setup ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+.PHONY: docs
+docs: setup ## Build the documentation site (MkDocs, Material) into build/site; a broken link fails
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+DOCS_PORT ?= 8000
+.PHONY: docs-serve
+docs-serve: setup ## Serve the documentation site on DOCS_PORT (default 8000), rebuilt on every edit
+	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 .PHONY: test
-test: setup system-deps lint ## The whole suite: lint, types, unit, pipeline, service, UI, image tests
+test: setup system-deps lint docs ## The whole suite: lint, types, the docs site, unit, pipeline, service, UI, image tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit

@@ -145,10 +145,10 @@ class UploadRecord:
         self.ttl_s = ttl_s
 
     async def add(self, store: StateStore, session: str, path: str) -> None:
-        await store.revoke(UPLOAD_KIND, hashed(session, path), self.ttl_s)
+        await store.mark(UPLOAD_KIND, hashed(session, path), self.ttl_s)
 
     async def has(self, store: StateStore, session: str, path: str) -> bool:
-        return await store.revoked(UPLOAD_KIND, hashed(session, path)) is not None
+        return await store.marked(UPLOAD_KIND, hashed(session, path)) is not None
 
 
 class UICallGuard:

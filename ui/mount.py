@@ -80,13 +80,14 @@ class _PrefixRoute(BaseRoute):
 
 def build_host(serving: UIServingState) -> tuple[Any, Any]:
     """A FastAPI app with the Gradio UI of ``serving``'s model mounted at ``/ui``, and
-    the gate its calls pass first (:mod:`ui.guard`): ``(gate, host)``."""
+    what its requests pass first (:mod:`ui.edge`, then :mod:`ui.guard`): ``(gate, host)``."""
     # Gradio reads these when imported: no telemetry, no start-up version check.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
     from fastapi import FastAPI
 
     from ui.app import SCORED_FILE_TTL_S, UILimits, build_blocks
+    from ui.edge import UIEdge
     from ui.guard import UICallGuard, blocked_folders, blocks_events, enforce_upload_checks
 
     settings = serving.settings
@@ -121,9 +122,10 @@ def build_host(serving: UIServingState) -> tuple[Any, Any]:
         blocked_paths=blocked_folders(_app_folders(settings)),
     )
     enforce_upload_checks(blocks)
-    return UICallGuard(
+    gate = UICallGuard(
         host, UI_PREFIX, blocks_events(blocks), limits.max_upload_bytes, SCORED_FILE_TTL_S
-    ), host
+    )
+    return UIEdge(gate), host
 
 
 def _app_folders(settings: Settings) -> list[str]:

@@ -88,6 +88,8 @@ def is_ui_path(path: str) -> bool:
 class UISessions:
     """Cookie sessions for ``/ui`` (module doc)."""
 
+    prefix = UI_PREFIX
+
     def handles(self, path: str) -> bool:
         return is_ui_path(path)
 

@@ -2,7 +2,7 @@
 
 Not what a user would write (that is ``fastapi_app.py``): the same booster (the bundle in
 the BentoML store, read without BentoML), the same JWT check
-(:func:`tabserve.auth.verify_token`), the same login (the users file, argon2), the same
+(:func:`tabserve.security.tokens.verify_token`), the same login (the users file, argon2), the same
 schema validation (:class:`tabserve.core.validation.RequestValidator`) and the same encoding
 (:class:`tabserve.core.predictor.Predictor`: the schema's code matrix, no pandas frame); no
 batching, no error envelope, no metrics. It tells apart what BentoML's machinery costs or

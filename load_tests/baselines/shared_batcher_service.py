@@ -11,7 +11,7 @@ process and calls it over a Unix socket (aiohttp, pickled arrays). That one proc
 batches the encoded rows of every HTTP worker into one model call.
 
 Measured, not shipped: ``make bench`` runs it only when named in ``--only`` (see the
-README for the result). Its ``tabserve_batch_rows`` counts the rows of each model call
+docs/benchmark.md for the result). Its ``tabserve_batch_rows`` counts the rows of each model call
 under ``endpoint="model"`` (the bench reads that); the HTTP workers count each request's
 rows under ``endpoint="predict"``. No UI or model card routes. ::
 

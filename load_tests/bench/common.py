@@ -53,7 +53,7 @@ AFTER_BURST = "after burst"
 # On these profiles, batched and unbatched also run the first level with single-row
 # requests only: batching merges requests, and a batch request of 10 to 100 rows already
 # amortises its model call, so the mixed load bounds what batching can buy on a costly
-# model (see the README); single rows show what it buys where it should.
+# model (docs/benchmark.md); single rows show what it buys where it should.
 SINGLE_ROWS = "single rows"
 SINGLE_ROW_MIX = "predict_one=1"
 SINGLE_ROW_PROFILES = ("heavy",)

@@ -141,4 +141,4 @@ def flood_targets(result: dict[str, Any] | None) -> list[tuple[str, bool | None,
 
 
 # The libraries whose versions change what the bench measures (XGBoost 3.1 and 3.2, for
-# one, walk every tree's nodes once per call: see the README).
+# one, walk every tree's nodes once per call: see docs/benchmark.md).

@@ -24,7 +24,7 @@ def cpu_text(
     """The CPU model and its L2 and L3 sizes, as Linux reports them ('' elsewhere).
 
     The heavy profile's results depend on them: its 3.5 MB of trees fit in no L2, so
-    how far batching is ahead differs between machines (README, issue 16)."""
+    how far batching is ahead differs between machines (docs/benchmark.md, issue 16)."""
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in cpuinfo.read_text().splitlines():

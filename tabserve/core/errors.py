@@ -99,6 +99,38 @@ class ForbiddenError(ServiceError):
         )
 
 
+class RequestHeaderTimeoutError(ServiceError):
+    """The request line and headers did not arrive in time (a slow sender)."""
+
+    status = 408
+    code = "request_timeout"
+    default_message = "the request's headers did not arrive in time"
+
+
+class URITooLongError(ServiceError):
+    """The URL is over the limit."""
+
+    status = 414
+    code = "uri_too_long"
+    default_message = "the URL is too long"
+
+
+class HeadersTooLargeError(ServiceError):
+    """The request headers are over the limit (bytes or fields)."""
+
+    status = 431
+    code = "headers_too_large"
+    default_message = "the request headers are too large"
+
+
+class CrossOriginError(ServiceError):
+    """A state-changing call from another origin than the page's (the browser UI)."""
+
+    status = 403
+    code = "cross_origin"
+    default_message = "a call from another origin is refused"
+
+
 class NotFoundError(ServiceError):
     """No such route."""
 

@@ -87,6 +87,10 @@ def bearer_token(scope: dict[str, Any]) -> str:
 class SessionBackend(Protocol):
     """Cookie sessions for a part of the site (the browser UI)."""
 
+    @property
+    def prefix(self) -> str:
+        """The path prefix of that part (``/ui``)."""
+
     def handles(self, path: str) -> bool:
         """Whether ``path`` is this backend's (it then answers or passes the request)."""
 
@@ -175,6 +179,7 @@ class AuthMiddleware:
             await self._token_endpoint(scope, receive, send)
             return
         if is_open_path(path):
+            await self._optional_bearer(scope)
             await self.app(scope, receive, send)
             return
         if self.sessions is not None and self.sessions.handles(path):
@@ -188,6 +193,21 @@ class AuthMiddleware:
             raise ForbiddenError(f"this route needs the {needed!r} scope", scope=needed)
         request_state(scope)[SUBJECT] = claims.sub
         await self.app(scope, receive, send)
+
+    async def _optional_bearer(self, scope: dict[str, Any]) -> None:
+        """On an open path, note who called when a valid bearer token came along (the
+        OpenAPI document then shows what only token holders see); a missing or refused
+        token changes nothing: the path is open."""
+        if "authorization" not in headers(scope) or self.state() is None:
+            return
+        settings = self.settings()
+        try:
+            claims = await self.verified(
+                settings, self._tokens.verify(settings, bearer_token(scope))
+            )
+        except (UnauthenticatedError, NotReadyError):
+            return
+        request_state(scope)[SUBJECT] = claims.sub
 
     async def authenticate(
         self, settings: EdgeSettings, scope: dict[str, Any], username: str, password: str

@@ -32,6 +32,7 @@ from tabserve.core.errors import (
     error_for_status,
     is_envelope,
 )
+from tabserve.core.log_text import printable
 from tabserve.http.instance import StateProvider
 from tabserve.http.requests import REQUEST_ID, request_state
 from tabserve.http.requests import headers as request_headers
@@ -186,8 +187,8 @@ class EnvelopeMiddleware:
         except Exception:
             logger.exception(
                 "unhandled error on %s %s [request_id=%s]",
-                scope.get("method"),
-                scope.get("path"),
+                printable(scope.get("method"), 16),
+                printable(scope.get("path")),
                 request_id,
             )
             if started and pending_error is None:
@@ -206,8 +207,8 @@ class EnvelopeMiddleware:
                 logging.WARNING if status >= 500 else logging.INFO,
                 "answering %d %s: %s [request_id=%s]",
                 status,
-                error_text.get("code"),
-                error_text.get("message"),
+                printable(error_text.get("code"), 64),
+                printable(error_text.get("message"), 500),
                 request_id,
             )
             data["error"].setdefault("request_id", request_id)
@@ -248,11 +249,11 @@ class EnvelopeMiddleware:
         logger.log(
             logging.WARNING if error.status >= 500 else logging.INFO,
             "%s %s -> %d %s: %s [request_id=%s]",
-            scope.get("method"),
-            scope.get("path"),
+            printable(scope.get("method"), 16),
+            printable(scope.get("path")),
             error.status,
             error.code,
-            error.message,
+            printable(error.message, 500),
             request_id,
         )
 

@@ -5,7 +5,9 @@ model's features (the request model is built from the schema at start-up), nor
 the routes the middlewares own (``/auth/token``, ``/model``), nor bearer auth.
 :func:`augment_spec` adds them; :class:`OpenAPIMiddleware` applies it to the
 ``/docs.json`` response, so the docs UI at ``/`` documents the loaded model and
-its "Authorize" button runs the OAuth2 password flow.
+its "Authorize" button runs the OAuth2 password flow. Anonymous callers get the
+features' names, types and nullability, not the training data's observed ranges and
+categories; a request with a valid bearer token gets those too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tabserve.core.schema import FeatureSchema
 from tabserve.core.validation import RequestValidator
 from tabserve.http.auth import ROUTE_SCOPES, TOKEN_PATH
 from tabserve.http.instance import StateProvider
+from tabserve.http.requests import SUBJECT, request_state
 from tabserve.security.scopes import SCOPES
 
 SPEC_PATH = "/docs.json"
@@ -126,19 +129,53 @@ def answer_schemas(schema: FeatureSchema) -> dict[str, dict[str, Any]]:
     }
 
 
-def augment_spec(spec: dict[str, Any], validator: RequestValidator, version: str) -> dict[str, Any]:
+def public_row(row: dict[str, Any], schema: FeatureSchema) -> dict[str, Any]:
+    """The request row's JSON schema as anonymous callers may read it: each feature's
+    name, type and whether it may be null; not what the training data held (observed
+    ranges, the categories seen). ``GET /model`` gives those, with a token (SECURITY.md,
+    "What anonymous callers can read")."""
+    properties: dict[str, Any] = {}
+    for spec in schema.features:
+        kind = "number" if spec.kind == "numeric" else "string"
+        described = (
+            f"{'integer' if spec.integer else 'number'}"
+            if spec.kind == "numeric"
+            else "a category seen in training (the list: GET /model)"
+        )
+        field: dict[str, Any] = {"type": kind, "title": spec.name}
+        if spec.nullable:
+            field = {"anyOf": [{"type": kind}, {"type": "null"}], "title": spec.name}
+        field["description"] = described + ("; may be null" if spec.nullable else "; required")
+        properties[spec.name] = field
+    return {
+        "type": "object",
+        "title": row.get("title", "Row"),
+        "additionalProperties": False,
+        "properties": properties,
+        "required": [f.name for f in schema.features if not f.nullable],
+    }
+
+
+def augment_spec(
+    spec: dict[str, Any], validator: RequestValidator, version: str, *, public: bool = True
+) -> dict[str, Any]:
     """Return a copy of BentoML's spec with the model's request schema, auth and extra routes.
 
     Args:
         spec: the spec BentoML generated.
         validator: the request validator of the loaded model.
         version: the served model version.
+        public: for an anonymous caller: the row without the training data's observed
+            ranges and categories (:func:`public_row`); a caller with a valid token gets
+            them (as in ``GET /model``).
     """
     spec = copy.deepcopy(spec)
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     request_schema = validator.request_model.model_json_schema(ref_template=_REF)
     schemas.update(request_schema.pop("$defs", {}))
+    if public:
+        schemas["Row"] = public_row(schemas["Row"], validator.schema)
     schemas["PredictRequest"] = request_schema
     schemas["ErrorEnvelope"] = _ENVELOPE_SCHEMA
     schemas.update(answer_schemas(validator.schema))
@@ -263,7 +300,10 @@ class OpenAPIMiddleware:
         await self.app(scope, receive, capture)
         body = b"".join(chunks)
         if start.get("status") == 200:
-            spec = augment_spec(json.loads(body), serving.validator, serving.model_version)
+            public = request_state(scope).get(SUBJECT) is None  # no valid token came with it
+            spec = augment_spec(
+                json.loads(body), serving.validator, serving.model_version, public=public
+            )
             body = json.dumps(spec).encode("utf-8")
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))

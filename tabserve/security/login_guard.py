@@ -6,6 +6,17 @@ Every login (``POST /auth/token`` and the UI's form) goes through :meth:`LoginGu
    over its limit is refused at once (429 with ``Retry-After``), before it waits for
    anything. Limits: ``TABSERVE_LOGIN_MAX_FAILURES`` per user name and client, ten times
    that per client whatever the names, in a moving window of ``TABSERVE_LOGIN_WINDOW_S``.
+   A client is its network, not its exact address: an IPv4 address, or its IPv6 /64
+   (``TABSERVE_LOGIN_IPV6_PREFIX``), since one host usually holds a whole /64.
+1b. **A ceiling per account, across all networks.** At most
+   ``TABSERVE_LOGIN_ACCOUNT_MAX_FAILURES`` failures per user name in the window, whatever
+   the networks they come from (a botnet, or a proxy range trusted too widely, gets no
+   fresh budget). Past it, the account is closed to *new* networks until the window has
+   passed (429 with ``Retry-After``); the networks the account logged in from
+   successfully in the last ``TABSERVE_LOGIN_KNOWN_NETWORK_DAYS`` days are exempt. So an
+   attacker can delay the owner only on a network the owner never used (by at most the
+   window, renewed as long as the attack goes on), and can never lock them out of one
+   they did: a delay for the unknown, no denial for the known.
 2. **Bounded concurrency.** At most ``TABSERVE_LOGIN_CONCURRENCY`` verifications run at
    once in a worker, on as many dedicated threads (so argon2's memory is reused, not
    spread over every thread's malloc arena). Others wait up to
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +50,7 @@ from tabserve.core.errors import (
     ServerBusyError,
     TooManyRequestsError,
 )
+from tabserve.core.log_text import printable
 from tabserve.security.metrics import auth_metrics
 from tabserve.security.settings import SecuritySettings
 from tabserve.security.state import Limit, StateStore, StateStoreError, hashed
@@ -45,7 +58,23 @@ from tabserve.security.state import Limit, StateStore, StateStoreError, hashed
 logger = logging.getLogger("tabserve.auth")
 
 CLIENT_FAILURES_FACTOR = 10
+USER_NAME_LOGGED = 64  # characters of a given user name written to the log (names are <= 64)
+KNOWN_NETWORK = "login-known"
 T = TypeVar("T")
+
+
+def client_network(address: str, ipv6_prefix: int = 64) -> str:
+    """The network a login is counted against: an IPv4 address itself, an IPv6 address's
+    ``/ipv6_prefix``; anything else (a Unix socket, ``unknown``) as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)
 
 
 class LoginGuard:
@@ -62,6 +91,9 @@ class LoginGuard:
         failures, window = settings.login_max_failures, settings.login_window_s
         self.user_limit = Limit("login-user", failures, window)
         self.client_limit = Limit("login-client", failures * CLIENT_FAILURES_FACTOR, window)
+        self.account_limit = Limit("login-account", settings.login_account_max_failures, window)
+        self.ipv6_prefix = settings.login_ipv6_prefix
+        self.known_network_s = settings.login_known_network_days * 86_400
         self.store = store
         self.concurrency = settings.login_concurrency
         self.queue_timeout_s = settings.login_queue_timeout_s
@@ -101,15 +133,31 @@ class LoginGuard:
             raise NotReadyError("the login service is unavailable; retry shortly") from None
 
     async def _check(self, username: str, client: str, verify: Callable[[], T | None]) -> T:
-        user_key, client_key = hashed(username.lower(), client), hashed(client)
+        network = client_network(client, self.ipv6_prefix)
+        account = username.lower()
+        user_key, client_key = hashed(account, network), hashed(network)
+        account_key, known_key = hashed(account), hashed(account, network)
         for limit, key in ((self.user_limit, user_key), (self.client_limit, client_key)):
             if not await self.store.test(limit, key):
                 raise await self._throttled(limit, key)
+        over_ceiling = not await self.store.test(self.account_limit, account_key)
+        if over_ceiling and await self.store.marked(KNOWN_NETWORK, known_key) is None:
+            logger.warning(
+                "login for '%s' from %s refused: the account is over its failure ceiling "
+                "and this network is not one it logged in from",
+                printable(username, USER_NAME_LOGGED),
+                printable(network, 64),
+            )
+            raise await self._throttled(self.account_limit, account_key)
         try:
             await asyncio.wait_for(self._slots.acquire(), self.queue_timeout_s)
         except TimeoutError:
             self._count("busy")
-            logger.warning("login for %r from %s refused: every slot is busy", username, client)
+            logger.warning(
+                "login for '%s' from %s refused: every slot is busy",
+                printable(username, USER_NAME_LOGGED),
+                printable(client, 64),
+            )
             raise ServerBusyError(retry_after_s=max(1, round(self.queue_timeout_s))) from None
         try:
             # Counted before the hash, atomically with the check (race-free).
@@ -125,10 +173,16 @@ class LoginGuard:
         if record is None:
             self._count("failure")
             await self.store.hit(self.client_limit, client_key)
-            logger.warning("failed login for user %r from %s", username, client)
+            await self.store.hit(self.account_limit, account_key)
+            logger.warning(
+                "failed login for user '%s' from %s",
+                printable(username, USER_NAME_LOGGED),
+                printable(client, 64),
+            )
             raise InvalidCredentialsError()
         self._count("success")
         await self.store.clear(self.user_limit, user_key)
+        await self.store.mark(KNOWN_NETWORK, known_key, self.known_network_s)
         return record
 
     def close(self) -> None:

@@ -25,13 +25,13 @@ REVOKED_SUB = "sub"
 
 async def revoke_token_id(store: StateStore, jti: str, ttl_s: int) -> None:
     """Refuse the token ``jti`` from now on; kept ``ttl_s`` seconds (its remaining life)."""
-    await store.revoke(REVOKED_JTI, jti, max(1, ttl_s))
+    await store.mark(REVOKED_JTI, jti, max(1, ttl_s))
 
 
 async def revoke_subject(store: StateStore, sub: str, settings: SecuritySettings) -> None:
     """Refuse every token of ``sub`` issued until now (a removed user), for as long as
     any of them could still be valid."""
-    await store.revoke(REVOKED_SUB, sub, settings.longest_token_ttl_s, value=time.time())
+    await store.mark(REVOKED_SUB, sub, settings.longest_token_ttl_s, value=time.time())
 
 
 async def check_not_revoked(store: StateStore, claims: Claims) -> None:
@@ -42,7 +42,7 @@ async def check_not_revoked(store: StateStore, claims: Claims) -> None:
         NotReadyError: when the state store cannot be reached (fail closed).
     """
     try:
-        token, since = await store.revoked_many(
+        token, since = await store.marked_many(
             [(REVOKED_JTI, claims.jti), (REVOKED_SUB, claims.sub)]
         )
     except StateStoreError as exc:

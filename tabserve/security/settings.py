@@ -58,6 +58,12 @@ class SecuritySettings(BaseSettings):
         login_max_failures: failed logins tolerated per user and client in the window
             (ten times as many per client, whatever the user names).
         login_window_s: moving window of the failed-login throttle.
+        login_account_max_failures: failed logins per user name in the window across all
+            networks; past it, only the networks the account logged in from recently may
+            try (``tabserve/security/login_guard.py``).
+        login_known_network_days: how long a network where a user logged in stays exempt
+            from that account's ceiling.
+        login_ipv6_prefix: an IPv6 client is counted by its network of this prefix length.
         login_concurrency: password verifications running at once in one worker.
         login_queue_timeout_s: how long a login waits for a verification slot before it
             is refused (429, ``busy``).
@@ -96,6 +102,9 @@ class SecuritySettings(BaseSettings):
 
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_s: int = Field(default=300, ge=1, le=86_400)
+    login_account_max_failures: int = Field(default=50, ge=1, le=100_000)
+    login_known_network_days: int = Field(default=30, ge=1, le=365)
+    login_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     login_concurrency: int = Field(default=1, ge=1, le=64)
     login_queue_timeout_s: float = Field(default=5.0, ge=0.1, le=120)
     argon2_time_cost: int = Field(default=ARGON2_TIME_COST, ge=1, le=50)

@@ -1,4 +1,5 @@
-"""The auth state store: login throttle counters and revoked tokens (``TABSERVE_STATE_URL``).
+"""The auth state store: login throttle counters and marks with an expiry, revoked tokens
+among them (``TABSERVE_STATE_URL``).
 
 Two backends behind one interface, :class:`StateStore`:
 
@@ -86,7 +87,8 @@ def redacted(url: str) -> str:
 
 
 class StateStore(Protocol):
-    """Throttle counters and revoked token ids, shared as widely as the backend allows."""
+    """Throttle counters and expiring marks (revoked token ids...), shared as widely as the
+    backend allows."""
 
     @property
     def shared(self) -> bool:
@@ -108,14 +110,15 @@ class StateStore(Protocol):
     async def clear(self, limit: Limit, key: str) -> None:
         """Forget every hit of ``key``."""
 
-    async def revoke(self, kind: str, ident: str, ttl_s: int, value: float = 1.0) -> None:
-        """Record ``ident`` (a token id, or a subject) as revoked for ``ttl_s`` seconds."""
+    async def mark(self, kind: str, ident: str, ttl_s: int, value: float = 1.0) -> None:
+        """Record ``value`` for ``ident`` of ``kind`` for ``ttl_s`` seconds (a revoked token
+        id or subject, an upload of a session, a network a user logged in from)."""
 
-    async def revoked(self, kind: str, ident: str) -> float | None:
-        """The value recorded for a revoked ``ident``, or None if it is not revoked."""
+    async def marked(self, kind: str, ident: str) -> float | None:
+        """The value recorded for ``ident`` of ``kind``, or None (never, or expired)."""
 
-    async def revoked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
-        """:meth:`revoked` for several (kind, ident) pairs at once (one round trip)."""
+    async def marked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
+        """:meth:`marked` for several (kind, ident) pairs at once (one round trip)."""
 
     async def aclose(self) -> None:
         """Close connections (nothing to do in memory)."""
@@ -205,7 +208,7 @@ class MemoryStateStore(_LimitsStore):
         self._tracked.pop((limit.name, key), None)
         await self._clear(limit, key)
 
-    async def revoke(self, kind: str, ident: str, ttl_s: int, value: float = 1.0) -> None:
+    async def mark(self, kind: str, ident: str, ttl_s: int, value: float = 1.0) -> None:
         now = self._clock()
         if len(self._revoked) >= self.max_keys:
             self._revoked = {k: v for k, v in self._revoked.items() if v[0] > now}
@@ -216,7 +219,7 @@ class MemoryStateStore(_LimitsStore):
             logger.warning("revocation store full (%d ids): dropped the oldest", self.max_keys)
         self._revoked[(kind, ident)] = (now + ttl_s, value)
 
-    async def revoked(self, kind: str, ident: str) -> float | None:
+    async def marked(self, kind: str, ident: str) -> float | None:
         entry = self._revoked.get((kind, ident))
         if entry is None:
             return None
@@ -225,8 +228,8 @@ class MemoryStateStore(_LimitsStore):
             return None
         return entry[1]
 
-    async def revoked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
-        return [await self.revoked(kind, ident) for kind, ident in keys]
+    async def marked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
+        return [await self.marked(kind, ident) for kind, ident in keys]
 
     async def aclose(self) -> None:
         return None
@@ -298,14 +301,14 @@ class RedisStateStore(_LimitsStore):
     def _key(kind: str, ident: str) -> str:
         return f"{KEY_PREFIX}:revoked:{kind}:{ident}"
 
-    async def revoke(self, kind: str, ident: str, ttl_s: int, value: float = 1.0) -> None:
+    async def mark(self, kind: str, ident: str, ttl_s: int, value: float = 1.0) -> None:
         await self._guarded(self._redis().set(self._key(kind, ident), repr(value), ex=ttl_s))
 
-    async def revoked(self, kind: str, ident: str) -> float | None:
+    async def marked(self, kind: str, ident: str) -> float | None:
         found = await self._guarded(self._redis().get(self._key(kind, ident)))
         return None if found is None else float(found)
 
-    async def revoked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
+    async def marked_many(self, keys: list[tuple[str, str]]) -> list[float | None]:
         found = await self._guarded(self._redis().mget([self._key(k, i) for k, i in keys]))
         return [None if value is None else float(value) for value in found]
 

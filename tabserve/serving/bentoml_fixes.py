@@ -11,7 +11,7 @@ the contextvars context it captured, the request's OpenTelemetry span. So each f
 request stays in memory for ``timeout`` seconds (60 by default): at 350 requests/s,
 about 20 objects × 21,000 requests. Every full garbage collection walks them all; the
 collections grew to 250 ms and stalled the event loop, putting p95/p99 latency at 4 to
-8 times the median (see the benchmark notes in the README).
+8 times the median (docs/benchmark.md and load_tests/FINDINGS.md).
 
 :func:`apply` replaces that ``__call__`` with the same logic plus the missing
 ``handle.cancel()``. A timed-out request also gets the one JSON envelope (504,

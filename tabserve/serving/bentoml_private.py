@@ -4,11 +4,12 @@ tabserve reaches into BentoML where its public API offers no hook. Each such pla
 here, and nowhere else in the project (import-linter checks that no other module imports
 ``bentoml._internal``, ``_bentoml_sdk`` or ``_bentoml_impl``):
 
-- three patches of BentoML's code (:mod:`tabserve.serving.bentoml_fixes`,
-  :mod:`tabserve.serving.tracing`): each names the source it replaces by its sha256 and
-  is applied only when the installed BentoML's source is one of those checked
-  (:func:`guarded`); otherwise it is left out with a warning, and the service runs as
-  BentoML would;
+- three patches of BentoML's code (:mod:`tabserve.serving.bentoml_fixes`): each names
+  the source it replaces by its sha256 and is applied only when the installed BentoML's
+  source is one of those checked (:func:`guarded`); otherwise it is left out with a
+  warning, and the service runs as BentoML would;
+- adjustments of the middleware a worker's app is built with
+  (:func:`adjust_app_middlewares`: tracing off, request metrics by route);
 - reads of BentoML's state: the request context (request and trace ids), the id formats
   of its logs, the worker index, its configuration loader.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -92,14 +94,18 @@ API_CALLER = Patch(
     sha256="72c85cd5fadd8a7c9c7af342f0f245c457c0b5fcb0b71094c49d5048dc5dc43f",
     upstream="not filed upstream yet (APIMethod.__get__ rebuilds the caller on every read)",
 )
-TRACING_MIDDLEWARE = Patch(
-    name="OpenTelemetry's ASGI middleware with the SDK off",
+APP_MIDDLEWARES = Patch(
+    name="the list of middleware a worker's app is built with",
     owner="_bentoml_impl.server.app:ServiceAppFactory",
     attribute="middlewares",
-    sha256="",  # a wrapper of the property, not a replacement: checked by its behaviour
-    upstream="not filed upstream yet (the middleware is added whether tracing is on or off)",
+    sha256="",  # wrapped, not replaced: each adjustment is checked by its behaviour
+    upstream=(
+        "not filed upstream yet: OpenTelemetry's middleware is added whether tracing is on "
+        "or off, and the request metrics are labelled with the raw path (one series per "
+        "path any client makes up)"
+    ),
 )
-PATCHES = (TIMEOUT_CALL, BATCH_WAIT, API_CALLER, TRACING_MIDDLEWARE)
+PATCHES = (TIMEOUT_CALL, BATCH_WAIT, API_CALLER, APP_MIDDLEWARES)
 
 
 def source_sha256(function: Any) -> str:
@@ -140,6 +146,50 @@ def guarded(patch: Patch) -> Any | None:
         )
         return None
     return target
+
+
+# ---- the middleware a worker's app is built with ------------------------------------
+MiddlewareAdjustment = Callable[[list[Any]], list[Any]]
+_adjustments: dict[str, MiddlewareAdjustment] = {}
+
+
+def adjust_app_middlewares(name: str, adjust: MiddlewareAdjustment) -> bool:
+    """Have every worker's app built with ``adjust(list)`` of BentoML's middleware list
+    (starlette ``Middleware`` entries, outermost first), under ``name``; True if installed
+    now, False if ``name`` already was or BentoML cannot be adjusted (with a warning).
+
+    Wraps the ``middlewares`` property of BentoML's ``ServiceAppFactory`` once; each
+    adjustment runs when a worker builds its app, in the order they were added.
+    """
+    if name in _adjustments:
+        return False
+    factory = guarded(APP_MIDDLEWARES)
+    if factory is None:
+        return False
+    _adjustments[name] = adjust
+    current = factory.middlewares
+    if getattr(current.fget, "_tabserve_adjusted", False):
+        return True
+    original = current.fget
+    assert original is not None
+
+    def middlewares(self: Any) -> list[Any]:
+        listed: list[Any] = original(self)
+        for step in _adjustments.values():
+            listed = step(listed)
+        return listed
+
+    middlewares._tabserve_adjusted = True  # type: ignore[attr-defined]
+    factory._tabserve_original_middlewares = current
+    factory.middlewares = property(middlewares)
+    return True
+
+
+def request_metrics_middleware() -> Any:
+    """BentoML's middleware that counts and times requests (``bentoml_service_request_*``)."""
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+    return RunnerTrafficMetricsMiddleware
 
 
 # ---- BentoML's state, read -----------------------------------------------------------

@@ -6,7 +6,7 @@ collection walks all of them, about 150 ms on these machines, while the event lo
 stands still and every request in flight waits. :func:`freeze_startup_heap` moves
 everything alive at the end of start-up to the permanent generation
 (:func:`gc.freeze`), so later collections only walk what requests create. Measured
-by ``make bench`` (see the README): it removed the periodic ~300 ms stalls that made
+by ``make bench`` (docs/benchmark.md): it removed the periodic ~300 ms stalls that made
 p95/p99 latency several times the median.
 """
 

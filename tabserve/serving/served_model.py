@@ -26,7 +26,7 @@ from tabserve.core.bundle import BundleIntegrityError, read_reference
 from tabserve.core.errors import NotReadyError
 from tabserve.core.predictor import Predictor
 from tabserve.core.validation import RequestValidator
-from tabserve.http.auth import AuthMiddleware, SessionBackend
+from tabserve.http.auth import OPEN_PATHS, ROUTE_SCOPES, AuthMiddleware, SessionBackend
 from tabserve.http.body import JsonBodyMiddleware
 from tabserve.http.envelope import EnvelopeMiddleware, error_response
 from tabserve.http.openapi import OpenAPIMiddleware
@@ -35,6 +35,7 @@ from tabserve.serving.heap import freeze_startup_heap
 from tabserve.serving.logs import assign_request_id
 from tabserve.serving.metrics import ready_gauge, service_metrics
 from tabserve.serving.monitor import Monitor
+from tabserve.serving.request_metrics import fold_request_metric_paths
 from tabserve.serving.settings import Settings
 from tabserve.serving.startup import prepare_process
 from tabserve.serving.tracing import apply_tracing_default
@@ -180,6 +181,8 @@ def install_edge(service: Any, sessions: SessionBackend | None = None) -> None:
     exporter, tracing is switched off here (``tabserve/serving/tracing.py``).
     """
     logger.debug("%s", apply_tracing_default(service))
+    routes = {*OPEN_PATHS, *ROUTE_SCOPES, "/model"}
+    fold_request_metric_paths(routes, [sessions.prefix] if sessions is not None else [])
     service.add_asgi_middleware(
         EnvelopeMiddleware, state=loaded_instance, request_ids=assign_request_id
     )

@@ -81,6 +81,11 @@ class ServerSettings(BaseSettings):
         trusted_proxies: peers (addresses or CIDR networks) whose ``X-Forwarded-For``
             and ``X-Forwarded-Proto`` are believed; empty: nobody's, the socket peer
             is the client.
+        max_url_bytes: the longest URL accepted (414 beyond).
+        max_header_bytes: the most header bytes, names and values, accepted (431 beyond).
+        max_headers: the most header fields accepted (431 beyond).
+        header_timeout_s: how long a client may take to send a request's line and headers
+            (408 and the connection closed beyond; ``tabserve/serving/http_limits.py``).
     """
 
     model_config = section_config()
@@ -88,6 +93,10 @@ class ServerSettings(BaseSettings):
     workers: int | Literal["cpu_count"] = 1
     access_log: Literal["errors", "all"] = "errors"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_url_bytes: int = Field(default=8 * 1024, ge=256, le=1 << 20)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1 << 20)
+    max_headers: int = Field(default=100, ge=10, le=10_000)
+    header_timeout_s: float = Field(default=10.0, ge=0.5, le=600)
 
     @field_validator("workers")
     @classmethod

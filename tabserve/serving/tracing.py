@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tabserve.serving.bentoml_private import TRACING_MIDDLEWARE, guarded, service_configuration
+from tabserve.serving.bentoml_private import adjust_app_middlewares, service_configuration
 
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
@@ -85,28 +85,14 @@ def skip_tracing_middleware_when_off() -> bool:
     """Make BentoML leave OpenTelemetry's ASGI middleware out of a worker's app whenever
     the SDK is off (see the module doc); True if installed now, False if it already was.
 
-    Wraps the ``middlewares`` property of BentoML's ``ServiceAppFactory``, which lists
-    the middleware a worker's app is built with, and drops OpenTelemetry's from that
-    list, decided when the app is built. Nothing else changes: a BentoML that stops
+    The choice is made when the app is built: nothing else changes, a BentoML that stops
     adding it is left as it is, and with tracing on the list is BentoML's own.
     """
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    factory = guarded(TRACING_MIDDLEWARE)
-    if factory is None:
-        return False
-    current = factory.middlewares
-    if getattr(current.fget, "_tabserve_tracing", False):
-        return False
-    original = current.fget
-    assert original is not None
-
-    def middlewares(self: Any) -> list[Any]:
-        listed: list[Any] = original(self)
+    def without_tracing(listed: list[Any]) -> list[Any]:
         if not sdk_disabled():
             return listed
         return [m for m in listed if m.cls is not OpenTelemetryMiddleware]
 
-    middlewares._tabserve_tracing = True  # type: ignore[attr-defined]
-    factory.middlewares = property(middlewares)
-    return True
+    return adjust_app_middlewares("tracing-off", without_tracing)

@@ -99,6 +99,8 @@ def target(penguins_root: tuple[Path, TestModel]) -> Iterator[Target]:
         MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}",  # nothing listens there
         # The fuzzer's failed logins trip the throttle (as they should); keep it short.
         TABSERVE_LOGIN_WINDOW_S="5",
+        # Slow header senders are cut off sooner than the 10 s default, for the edge tests.
+        TABSERVE_HEADER_TIMEOUT_S="2",
     )
     settings = Settings(
         jwt_algorithm="RS256", jwt_private_key_file=private, jwt_public_key_file=public

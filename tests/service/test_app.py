@@ -150,6 +150,22 @@ def test_openapi_documents_the_models_features_auth_and_routes(
     assert set(row["required"]) == {"island", "year"}  # the features that may not be missing
 
 
+def test_anonymous_docs_hold_no_training_statistics_a_token_holder_gets_them(
+    client: TestClient, model: Any, token: Any
+) -> None:
+    """What anonymous callers may read of the model is a decision (SECURITY.md): names,
+    types and nullability, not the observed ranges and categories of the training data."""
+    anonymous = json.dumps(client.get("/docs.json").json()["components"]["schemas"]["Row"])
+    island = next(f for f in model.schema.features if f.name == "island")
+    assert "observed" not in anonymous and "enum" not in anonymous
+    assert not any(f'"{category}"' in anonymous for category in island.categories)
+    headers = {"Authorization": f"Bearer {token('predict')}"}
+    full = json.dumps(client.get("/docs.json", headers=headers).json()["components"]["schemas"])
+    assert "observed" in full and all(f'"{c}"' in full for c in island.categories)
+    forged = client.get("/docs.json", headers={"Authorization": "Bearer forged"})
+    assert forged.status_code == 200 and "observed" not in json.dumps(forged.json())
+
+
 # ---- auth ----------------------------------------------------------------------
 def test_token_endpoint_password_flow(client: TestClient, settings: Any) -> None:
     response = client.post("/auth/token", data={"username": "alice", "password": TEST_PASSWORD})

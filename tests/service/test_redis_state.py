@@ -57,14 +57,14 @@ def test_revocations_are_shared_and_expire_with_the_token(redis_url: str) -> Non
     async def run() -> tuple[float | None, float | None, float | None]:
         writer, reader = RedisStateStore(redis_url), RedisStateStore(redis_url)
         try:
-            await writer.revoke("jti", "abc123", ttl_s=1)
-            await writer.revoke("sub", "bob", ttl_s=60, value=1234.5)
-            seen = await reader.revoked("jti", "abc123")
-            sub = await reader.revoked("sub", "bob")
-            both = await reader.revoked_many([("jti", "abc123"), ("sub", "nobody")])
+            await writer.mark("jti", "abc123", ttl_s=1)
+            await writer.mark("sub", "bob", ttl_s=60, value=1234.5)
+            seen = await reader.marked("jti", "abc123")
+            sub = await reader.marked("sub", "bob")
+            both = await reader.marked_many([("jti", "abc123"), ("sub", "nobody")])
             assert both == [1.0, None]
             await asyncio.sleep(1.2)
-            return seen, sub, await reader.revoked("jti", "abc123")
+            return seen, sub, await reader.marked("jti", "abc123")
         finally:
             await writer.aclose()
             await reader.aclose()
@@ -81,7 +81,7 @@ def test_a_redis_that_is_down_fails_closed(tmp_path: Path) -> None:
 
     async def run() -> None:
         with pytest.raises(StateStoreError, match="state store"):
-            await store.revoked("jti", "x")
+            await store.marked("jti", "x")
         started = time.monotonic()
         from tabserve.core.errors import NotReadyError
 

@@ -68,3 +68,14 @@ def test_auth_errors_carry_their_challenge_headers() -> None:
 )
 def test_foreign_bodies_are_not_envelopes(body: bytes) -> None:
     assert not is_envelope(body)
+
+
+def test_what_a_client_sent_is_escaped_and_cut_before_it_is_logged() -> None:
+    from tabserve.core.log_text import printable
+
+    forged = "/predict\r\n2026-12-07T00:00:00+0000 [INFO] [entry_service] forged line"
+    assert "\n" not in printable(forged) and "\\r\\n" in printable(forged)
+    assert printable("x" * 10_000).endswith("…(+9800 chars)")
+    assert len(printable("x" * 10_000)) < 220
+    assert printable("ok/path") == "ok/path"
+    assert printable("\x1b[31mred\x00") == "\\x1b[31mred\\x00"

@@ -195,17 +195,17 @@ def test_memory_revocations_expire_and_are_bounded() -> None:
     store = MemoryStateStore(max_keys=100, clock=lambda: now[0])
 
     async def run() -> None:
-        await store.revoke("jti", "a", ttl_s=10)
-        await store.revoke("sub", "bob", ttl_s=100, value=999.5)
-        assert await store.revoked("jti", "a") == 1.0
-        assert await store.revoked("sub", "bob") == 999.5
-        assert await store.revoked("jti", "b") is None
+        await store.mark("jti", "a", ttl_s=10)
+        await store.mark("sub", "bob", ttl_s=100, value=999.5)
+        assert await store.marked("jti", "a") == 1.0
+        assert await store.marked("sub", "bob") == 999.5
+        assert await store.marked("jti", "b") is None
         now[0] += 11
-        assert await store.revoked("jti", "a") is None  # expired with the token
+        assert await store.marked("jti", "a") is None  # expired with the token
         for i in range(500):
-            await store.revoke("jti", f"t{i}", ttl_s=50 + i)
+            await store.mark("jti", f"t{i}", ttl_s=50 + i)
         assert len(store._revoked) <= 100
-        assert await store.revoked("jti", "t499") is not None  # the longest-lived stay
+        assert await store.marked("jti", "t499") is not None  # the longest-lived stay
 
     asyncio.run(run())
 
@@ -219,3 +219,53 @@ def test_state_urls_are_checked_and_passwords_redacted() -> None:
             check_state_url(bad)
     assert redacted("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert "s3cret" not in redacted("rediss://user:s3cret@h/0")
+
+
+def test_ipv6_clients_are_counted_by_their_slash_64() -> None:
+    from tabserve.security.login_guard import client_network
+
+    assert client_network("2001:db8:1:2:aaaa::1") == client_network("2001:db8:1:2:ffff::9")
+    assert client_network("2001:db8:1:2::1") != client_network("2001:db8:1:3::1")
+    assert client_network("2001:db8:1:2::1", ipv6_prefix=128) == "2001:db8:1:2::1/128"
+    assert client_network("203.0.113.7") == "203.0.113.7"
+    assert client_network("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_network("unknown") == "unknown"
+    guard, _ = _guard(login_window_s=5)
+    check = SlowCheck(0)
+
+    async def run() -> list[str]:
+        # Five guesses, each from another address of one /64: one budget, not five.
+        results = [
+            await _attempt(guard, check, "wrong", f"2001:db8:7:7::{i + 1:x}") for i in range(5)
+        ]
+        results.append(await _attempt(guard, check, "right", "2001:db8:7:7::99"))
+        results.append(await _attempt(guard, check, "right", "2001:db8:7:8::1"))
+        return results
+
+    assert asyncio.run(run()) == ["failure"] * 5 + ["throttled", "success"]
+
+
+def test_an_account_ceiling_holds_across_networks_but_not_for_the_owners_networks() -> None:
+    """Guesses spread over many networks (one each, under every per-network limit) hit the
+    account's ceiling; the owner's network, where they logged in before, still gets in,
+    and a network never used waits for the window."""
+    guard, outcomes = _guard(login_window_s=2, login_account_max_failures=8)
+    check = SlowCheck(0)
+
+    async def run() -> list[str]:
+        owner = [await _attempt(guard, check, "right", "192.0.2.10")]  # the owner's network
+        guesses = [await _attempt(guard, check, f"g{i}", f"198.51.100.{i}") for i in range(12)]
+        after = [
+            await _attempt(guard, check, "right", "192.0.2.10"),  # known: not locked out
+            await _attempt(guard, check, "right", "203.0.113.50"),  # new: must wait
+        ]
+        await asyncio.sleep(2.1)
+        after.append(await _attempt(guard, check, "right", "203.0.113.50"))
+        return owner + guesses + after
+
+    results = asyncio.run(run())
+    assert results[0] == "success"
+    assert results[1:13] == ["failure"] * 8 + ["throttled"] * 4
+    assert results[13:] == ["success", "throttled", "success"]
+    assert check.calls == 1 + 8 + 1 + 1  # nothing over the ceiling reached the hash
+    assert outcomes.counts["throttled"] == 5

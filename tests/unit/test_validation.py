@@ -137,8 +137,21 @@ def test_integers_beyond_float_range_are_refused(schema: FeatureSchema) -> None:
         b'{"rows": [1,]}',
         b'{"rows": [{"bill length": 1' + b"0" * 5000 + b"}]}",
         b"[" * 100_000 + b"]" * 100_000,
+        json.dumps({"rows": [GOOD]}).encode("utf-16"),
+        json.dumps({"rows": [GOOD]}).encode("utf-32"),
+        b"\xef\xbb\xbf" + json.dumps({"rows": [GOOD]}).encode(),
     ],
-    ids=["syntax", "empty", "not-utf8", "trailing-comma", "huge-integer", "deep-nesting"],
+    ids=[
+        "syntax",
+        "empty",
+        "not-utf8",
+        "trailing-comma",
+        "huge-integer",
+        "deep-nesting",
+        "utf-16",
+        "utf-32",
+        "utf-8-bom",
+    ],
 )
 def test_malformed_json_is_400(schema: FeatureSchema, body: bytes) -> None:
     with pytest.raises(MalformedRequestError) as info:

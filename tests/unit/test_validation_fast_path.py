@@ -55,6 +55,8 @@ BODIES: list[bytes] = [
     b"{",
     b"\xff\xfe",
     b"",
+    '{"rows": [{"mean radius": 12.5, "mean area": 500}]}'.encode("utf-16"),
+    b'\xef\xbb\xbf{"rows": [{"mean radius": 12.5, "mean area": 500}]}',
 ]
 
 
