@@ -15,7 +15,11 @@ collections grew to 250 ms and stalled the event loop, putting p95/p99 latency a
 
 :func:`apply` replaces that ``__call__`` with the same logic plus the missing
 ``handle.cancel()``. A timed-out request also gets the one JSON envelope (504,
-``timeout``) instead of BentoML's own body. ``tests/unit/test_bentoml_fixes.py``
+``timeout``) instead of BentoML's own body, and its handler is not cancelled: BentoML
+cancels it, which for a sync handler (a thread nothing can interrupt) frees its thread
+slot while it still runs, so the next request runs beside it, and loses the error it
+raises later (bentoml/BentoML#5642). Here it ends in the background, keeping its slot,
+and how it ended is logged; its late answer is dropped. ``tests/unit/test_bentoml_fixes.py``
 checks that finished requests leave no timer behind. Every patch here is applied only
 where the installed BentoML's method is the one checked
 (:func:`tabserve.serving.bentoml_private.guarded`, with the upstream issue each waits for).
@@ -47,24 +51,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from tabserve.core.errors import RequestTimeoutError, envelope_bytes
+from tabserve.core.log_text import printable
 from tabserve.serving.bentoml_private import API_CALLER, BATCH_WAIT, TIMEOUT_CALL, guarded
 
 logger = logging.getLogger("tabserve.bentoml_fixes")
 
 
 async def _timeout_call(self: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """``TimeoutMiddleware.__call__`` with its timer cancelled once the request is done."""
+    """``TimeoutMiddleware.__call__`` with its timer cancelled once the request is done, and
+    a request that times out answered 504 without cancelling its handler (module doc)."""
     if scope["type"] not in ("http", "websocket"):
         await self.app(scope, receive, send)
         return
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+    timed_out = False
 
     async def first_send(message: dict[str, Any]) -> None:
+        if timed_out:
+            return  # the client has its 504: a late answer is dropped
         if not waiter.done():
             waiter.set_result(None)  # the response has started: no timeout from now on
         await send(message)
@@ -73,20 +84,60 @@ async def _timeout_call(self: Any, scope: dict[str, Any], receive: Any, send: An
     try:
         await waiter
     except TimeoutError:
-        if task.cancel():
-            body = envelope_bytes(RequestTimeoutError(), scope.get("state", {}).get("request_id"))
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ]
-            await send({"type": "http.response.start", "status": 504, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+        timed_out = True
+        request_id = scope.get("state", {}).get("request_id")
+        # Not cancelled: a sync handler runs in a thread nothing can interrupt, and
+        # cancelling the task that waits for it would give its thread slot to the next
+        # request while it still runs, and lose its error (bentoml/BentoML#5642). It ends
+        # in the background, holding its slot, and how it ends is logged.
+        task.add_done_callback(_late_outcome_logger(scope, request_id, self.timeout))
+        body = envelope_bytes(RequestTimeoutError(), request_id)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 504, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
     else:
         await task
     finally:
         timer.cancel()  # the line BentoML lacks: frees the waiter, context and span now
         if not waiter.done():
             waiter.cancel()
+
+
+def _late_outcome_logger(
+    scope: dict[str, Any], request_id: str | None, timeout_s: float
+) -> Callable[[asyncio.Future[None]], None]:
+    """A done-callback that logs how a request that timed out finally ended."""
+    started = time.monotonic() - timeout_s
+    where = f"{printable(scope.get('method'), 16)} {printable(scope.get('path'))}"
+
+    def log(task: asyncio.Future[None]) -> None:
+        took = time.monotonic() - started
+        if task.cancelled():
+            logger.warning("%s [request_id=%s]: cancelled after its timeout", where, request_id)
+        elif (error := task.exception()) is not None:
+            logger.error(
+                "%s [request_id=%s] failed %.1f s after it started, past its %.0f s timeout "
+                "(the client had a 504)",
+                where,
+                request_id,
+                took,
+                timeout_s,
+                exc_info=error,
+            )
+        else:
+            logger.warning(
+                "%s [request_id=%s] finished %.1f s after it started, past its %.0f s "
+                "timeout; its answer was dropped (the client had a 504)",
+                where,
+                request_id,
+                took,
+                timeout_s,
+            )
+
+    return log
 
 
 def apply() -> bool:

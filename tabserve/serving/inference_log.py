@@ -24,12 +24,17 @@ import json
 import logging
 import logging.handlers
 import os
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tabserve.core.inference_records import log_file_name
 from tabserve.serving.bentoml_private import worker_index
+from tabserve.serving.metrics import inference_log_lost
+
+_service_log = logging.getLogger("tabserve.monitor")
 
 
 def worker_name() -> str:
@@ -41,29 +46,79 @@ def worker_name() -> str:
     return f"pid{os.getpid()}" if index is None else str(index)
 
 
+class _LossCountingHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file whose write errors are handed to ``on_error`` instead of printing a
+    traceback to stderr for every record (logging's default)."""
+
+    def __init__(self, *args: Any, on_error: Callable[[BaseException | None], None], **kw: Any):
+        super().__init__(*args, **kw)
+        self._on_error = on_error
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self._on_error(sys.exc_info()[1])
+
+
 class InferenceLog:
     """Writes served rows as JSON lines into ``directory`` (one rotated file per worker).
+
+    A row that cannot be written (a full or failing disk) never fails its request: it is
+    counted (``tabserve_inference_log_lost_rows_total``) and the loss is logged once per
+    ``warn_interval_s`` with how many rows it covers, not once per row.
 
     Args:
         directory: where the files go (created if missing).
         max_bytes: size at which a file is rotated.
         backups: rotated files kept.
         model_version: the version every line names.
+        warn_interval_s: at most one warning about lost rows per this many seconds.
+        clock: a monotonic time source (seconds).
     """
 
-    def __init__(self, directory: Path, max_bytes: int, backups: int, model_version: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        backups: int,
+        model_version: str,
+        warn_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / log_file_name(worker_name())
         self.model_version = model_version
+        self.warn_interval_s = warn_interval_s
+        self._clock = clock
+        self._warned = -float("inf")
+        self._lost_since_warning = 0
         self._logger = logging.getLogger(f"tabserve.inference.{id(self)}")
         self._logger.propagate = False  # never in the service's own log
         self._logger.setLevel(logging.INFO)
-        handler = logging.handlers.RotatingFileHandler(
-            self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        handler = _LossCountingHandler(
+            self.path,
+            maxBytes=max_bytes,
+            backupCount=backups,
+            encoding="utf-8",
+            on_error=self._lost,
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger.addHandler(handler)
         self._handler = handler
+
+    def _lost(self, error: BaseException | None) -> None:
+        inference_log_lost().inc()
+        self._lost_since_warning += 1
+        now = self._clock()
+        if now - self._warned < self.warn_interval_s:
+            return
+        _service_log.warning(
+            "inference log %s: %d answered row(s) could not be written since the last "
+            "warning (%s); the answers were sent, the rows are counted in "
+            "tabserve_inference_log_lost_rows_total",
+            self.path,
+            self._lost_since_warning,
+            error or "unknown error",
+        )
+        self._warned, self._lost_since_warning = now, 0
 
     def write(
         self,

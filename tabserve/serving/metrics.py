@@ -8,6 +8,7 @@ the service module, and a client initialised before that would write nowhere
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ _LOCK = threading.Lock()
 _METRICS: ServiceMetrics | None = None
 _DRIFT_METRICS: DriftMetrics | None = None
 _READY: Any = None
+_LOG_LOST: Any = None
 
 # Rows per model call: 1 up to well past the default max batch size.
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -167,6 +169,59 @@ def drift_metrics() -> DriftMetrics:
                 ),
             )
         return _DRIFT_METRICS
+
+
+def inference_log_lost() -> Any:
+    """``tabserve_inference_log_lost_rows_total``: answered rows the inference log could not
+    write (a full or failing disk); the answers themselves were sent."""
+    global _LOG_LOST
+    with _LOCK:
+        if _LOG_LOST is None:
+            from prometheus_client import Counter
+
+            _LOG_LOST = Counter(
+                "tabserve_inference_log_lost_rows",
+                "Answered rows the inference log could not write (disk full or failing)",
+            )
+        return _LOG_LOST
+
+
+def forget_dead_workers() -> list[int]:
+    """Remove the live gauges of worker processes that died without saying so.
+
+    In Prometheus' multiprocess mode each process writes its ``live*`` gauges to files of
+    its own, which only the process itself removes when it exits cleanly. A worker killed
+    outright (SIGKILL, the OOM killer) leaves them, and ``/metrics`` would go on reporting
+    its last values (``tabserve_ready``, the drift gauges) next to those of the worker
+    the supervisor started in its place. Returns the pids forgotten.
+    """
+    import re
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or not os.path.isdir(directory):
+        return []
+    pids = {
+        int(found.group(1))
+        for name in os.listdir(directory)
+        if (found := re.fullmatch(r"gauge_live\w*?_(\d+)\.db", name))
+    }
+    dead = [pid for pid in pids if not _alive(pid)]
+    if dead:
+        from prometheus_client import multiprocess
+
+        for pid in dead:
+            multiprocess.mark_process_dead(pid, directory)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def ready_gauge() -> Any:

@@ -16,7 +16,12 @@ import numpy as np
 
 from tabserve.core.drift import DriftWindow, Reference
 from tabserve.serving.inference_log import InferenceLog
-from tabserve.serving.metrics import DriftMetrics, ServiceMetrics, drift_metrics
+from tabserve.serving.metrics import (
+    DriftMetrics,
+    ServiceMetrics,
+    drift_metrics,
+    forget_dead_workers,
+)
 from tabserve.serving.settings import MonitoringSettings
 
 logger = logging.getLogger("tabserve.monitor")
@@ -60,6 +65,7 @@ class Monitor:
                 settings.inference_log_max_bytes,
                 settings.inference_log_backups,
                 model_version,
+                settings.inference_log_warn_interval_s,
             )
             logger.info("writing served rows to %s", self.log.path)
         self._published = -float("inf")
@@ -85,6 +91,7 @@ class Monitor:
                 self._published = now
         if due:
             self.drift.publish(self.window.report(), self.settings.drift_min_rows)
+            forget_dead_workers()  # a killed worker's gauges must not outlive it
 
     def log_rows(
         self,

@@ -33,7 +33,7 @@ from tabserve.http.openapi import OpenAPIMiddleware
 from tabserve.security.state import MEMORY_URL
 from tabserve.serving.heap import freeze_startup_heap
 from tabserve.serving.logs import assign_request_id
-from tabserve.serving.metrics import ready_gauge, service_metrics
+from tabserve.serving.metrics import forget_dead_workers, ready_gauge, service_metrics
 from tabserve.serving.monitor import Monitor
 from tabserve.serving.request_metrics import fold_request_metric_paths
 from tabserve.serving.settings import Settings
@@ -85,6 +85,8 @@ class ServedModel:
                 "own login throttle and revocations; set a redis:// state store to share them",
                 workers,
             )
+        if forgotten := forget_dead_workers():
+            logger.info("forgot the live gauges of worker process(es) gone: %s", forgotten)
         stored = self.model_ref
         self.refused: str | None = None
         try:

@@ -180,6 +180,8 @@ class MonitoringSettings(BaseSettings):
             (``tabserve/serving/inference_log.py``); None (the default): no inference log.
         inference_log_max_bytes: size at which an inference log file is rotated.
         inference_log_backups: rotated inference log files kept.
+        inference_log_warn_interval_s: at most one warning about rows the inference log
+            could not write (a full disk) per this many seconds; each lost row is counted.
     """
 
     model_config = section_config()
@@ -194,6 +196,7 @@ class MonitoringSettings(BaseSettings):
     inference_log_dir: Path | None = None
     inference_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     inference_log_backups: int = Field(default=5, ge=0, le=1000)
+    inference_log_warn_interval_s: float = Field(default=60.0, ge=0.1, le=86_400)
 
 
 class Settings(ModelSettings, UISettings, MonitoringSettings, EdgeSettings):

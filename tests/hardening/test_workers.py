@@ -77,9 +77,14 @@ class Cluster:
             if r.headers.get("x-request-id") in by_id
         }
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [TABSERVE, *args], env=self.env, capture_output=True, text=True, timeout=60
+            [TABSERVE, *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
 
@@ -275,13 +280,39 @@ def test_removing_a_user_revokes_their_outstanding_tokens(cluster: Cluster) -> N
     headers = _login_token(cluster, "erin")
     body = {"rows": cluster.model.rows[:1]}
     assert httpx.post(f"{cluster.url}/predict", json=body, headers=headers).status_code == 200
+    time.sleep(1.1)  # the removal must come after the token's issue second
     removed = cluster.cli("users", "remove", "erin")
     assert removed.returncode == 0, removed.stderr
     assert "refused from now on" in removed.stdout
+    time.sleep(1.2)  # each worker looks at the users file once a second at most
     answers = _until_both_workers(
         cluster, lambda: httpx.post(f"{cluster.url}/predict", json=body, headers=headers)
     )
-    assert {a.json()["error"]["message"] for a in answers} == {"token revoked (sign in again)"}
+    # The users file (re-read within a second) or Redis (at once) refuses it, on both.
+    assert {a.json()["error"]["message"] for a in answers} <= {
+        "token revoked (sign in again)",
+        "token no longer valid: the user was removed (sign in again)",
+    }
+
+
+def test_a_password_change_ends_the_old_tokens_on_both_workers(cluster: Cluster) -> None:
+    cluster.cli("users", "add", "fred", "--scopes", "predict", "--password-stdin", stdin=PASSWORD)
+    headers = _login_token(cluster, "fred")
+    body = {"rows": cluster.model.rows[:1]}
+    assert httpx.post(f"{cluster.url}/predict", json=body, headers=headers).status_code == 200
+    time.sleep(1.1)
+    changed = cluster.cli(
+        "users", "add", "fred", "--scopes", "predict", "--password-stdin", stdin="another one"
+    )
+    assert changed.returncode == 0, changed.stderr
+    time.sleep(1.2)  # each worker looks at the users file once a second at most
+    answers = _until_both_workers(
+        cluster, lambda: httpx.post(f"{cluster.url}/predict", json=body, headers=headers)
+    )
+    assert {a.json()["error"]["message"] for a in answers} == {
+        "token no longer valid: the user's password or scopes changed after this token was "
+        "issued (sign in again)"
+    }
 
 
 def test_after_logout_the_old_session_cookie_is_refused_by_both_workers(
