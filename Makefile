@@ -168,6 +168,13 @@ loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DUR
 bench: model ## Benchmark (about an hour): 3 model profiles × tabserve (batched, unbatched) and 4 baselines, 3 rounds; a login flood → load_tests/results/report.md
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
+# make soak: SOAK_ARGS="--minutes 5" for a shorter run (the suite runs a 60 s one).
+SOAK_ARGS ?=
+
+.PHONY: soak
+soak: model ## Soak (20 min): mixed traffic at half the measured capacity; memory, files, threads, 5xx, p99 held → load_tests/results/soak/
+	$(BIN)/python -m load_tests.soak $(SOAK_ARGS)
+
 .PHONY: prometheus-rule
 prometheus-rule: ## Regenerate deploy/k8s/prometheusrule.yaml from deploy/prometheus/alerts.yml
 	python3 deploy/prometheus/prometheusrule.py

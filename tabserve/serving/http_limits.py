@@ -73,6 +73,7 @@ def _limited_protocol() -> type[Any]:
             # header is bounded here, as it arrives.
             self._in_head = True
             self._head_bytes = 0
+            self._heads_completed = 0
 
         def _arm(self) -> None:
             self._disarm()
@@ -117,13 +118,18 @@ def _limited_protocol() -> type[Any]:
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._in_head, self._head_bytes = True, 0  # the next request's head may follow
+            self._in_head = True  # the next request's head may follow
 
         def data_received(self, data: bytes) -> None:
-            in_head = self._in_head
+            in_head, heads = self._in_head, self._heads_completed
             super().data_received(data)
-            if not (in_head and self._in_head) or self.transport.is_closing():
-                return  # the head ended in this chunk (its fields were checked) or refused
+            if heads != self._heads_completed:
+                # A head ended in this chunk (its fields were checked); what follows it in
+                # the chunk (a body, the start of the next head) is at most one read.
+                self._head_bytes = 0
+                return
+            if not in_head or self.transport.is_closing():
+                return  # a body arriving, or a request refused
             self._head_bytes += len(data)
             if self._head_bytes > self.max_url_bytes + self.max_header_bytes:
                 self._disarm()
@@ -161,6 +167,7 @@ def _limited_protocol() -> type[Any]:
         def on_headers_complete(self) -> None:
             self._disarm()
             self._in_head = False
+            self._heads_completed += 1
             super().on_headers_complete()
 
         def send_400_response(self, msg: str) -> None:
