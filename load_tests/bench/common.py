@@ -9,7 +9,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 NONE = "none"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

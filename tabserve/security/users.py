@@ -145,7 +145,9 @@ class UserStore:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as handle:
-                handle.write(content.model_dump_json(indent=2) + "\n")
+                # Only what is set: a file with no removal or change reads as before (and
+                # by the previous release, for a rollback).
+                handle.write(content.model_dump_json(indent=2, exclude_defaults=True) + "\n")
             os.chmod(tmp, USERS_FILE_MODE)
             os.replace(tmp, self.path)
         except BaseException:

@@ -26,7 +26,6 @@ imported, before a worker builds its server (:func:`install`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -42,6 +41,7 @@ from tabserve.core.errors import (
 logger = logging.getLogger("tabserve.gateway")
 
 PROTOCOL = "tabserve.serving.http_limits:LimitedHttpToolsProtocol"
+SWEEP_S = 1.0  # how often a worker looks for connections whose head is overdue
 
 
 class _RefusedError(Exception):
@@ -56,36 +56,47 @@ def _limited_protocol() -> type[Any]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class LimitedHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol with URL, header and header-time limits."""
+        """uvicorn's httptools protocol with URL, header and header-time limits.
+
+        Cheap per request: the fields are checked once, when the head is complete; what
+        arrives before (one endless header) is bounded by counting the head's bytes as
+        they come; and one sweep a second per worker, not a timer per request, closes the
+        connections whose head is overdue.
+        """
 
         max_url_bytes: ClassVar[int] = 8 * 1024
         max_header_bytes: ClassVar[int] = 32 * 1024
         max_headers: ClassVar[int] = 100
         header_timeout_s: ClassVar[float] = 10.0
+        _sweeping: ClassVar[set[Any]] = set()  # the event loops a sweep runs in
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._refusal: ServiceError | None = None
-            self._header_timer: asyncio.TimerHandle | None = None
-            self._url_bytes = self._header_bytes = self._header_count = 0
-            # Bytes received while a request's line and headers are incomplete: httptools
-            # hands over a header only once its value is complete, so a single endless
-            # header is bounded here, as it arrives.
-            self._in_head = True
+            # When the head being received began (None: no head in progress).
+            self._head_since: float | None = None
             self._head_bytes = 0
             self._heads_completed = 0
 
-        def _arm(self) -> None:
-            self._disarm()
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+        # ---- the time a head may take: one sweep a second --------------------------------
+        def _start_sweeping(self) -> None:
+            if self.loop in self._sweeping:
+                return
+            self._sweeping.add(self.loop)
+            self.loop.call_later(SWEEP_S, self._sweep)
 
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+        def _sweep(self) -> None:
+            now = self.loop.time()
+            for connection in list(self.connections):
+                if not isinstance(connection, LimitedHttpToolsProtocol):
+                    continue
+                since = connection._head_since
+                if since is not None and now - since > self.header_timeout_s:
+                    connection._too_slow()
+            self.loop.call_later(SWEEP_S, self._sweep)
 
         def _too_slow(self) -> None:
-            self._header_timer = None
+            self._head_since = None
             if self.transport is None or self.transport.is_closing():
                 return
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"
@@ -105,23 +116,16 @@ def _limited_protocol() -> type[Any]:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm()  # the first request's line and headers must come in time too
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+            self._head_since = self.loop.time()  # the first head must come in time too
+            self._start_sweeping()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._url_bytes = self._header_bytes = self._header_count = 0
-            self._arm()
+            self._head_since = self.loop.time()
 
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._in_head = True  # the next request's head may follow
-
+        # ---- the size of a head --------------------------------------------------------------
         def data_received(self, data: bytes) -> None:
-            in_head, heads = self._in_head, self._heads_completed
+            in_head, heads = self._head_since is not None, self._heads_completed
             super().data_received(data)
             if heads != self._heads_completed:
                 # A head ended in this chunk (its fields were checked); what follows it in
@@ -132,42 +136,29 @@ def _limited_protocol() -> type[Any]:
                 return  # a body arriving, or a request refused
             self._head_bytes += len(data)
             if self._head_bytes > self.max_url_bytes + self.max_header_bytes:
-                self._disarm()
-                error = HeadersTooLargeError(
-                    f"the request line and headers are over "
-                    f"{self.max_url_bytes + self.max_header_bytes} bytes"
-                )
-                logger.info("refused a request: %s %s", error.status, error.message)
-                self._answer(error)
+                self._head_since = None
+                self._refused(self._oversized_head())
 
-        def _refuse(self, error: ServiceError) -> None:
-            # Raised in a parser callback, it stops the parser; httptools turns it into its
-            # own error, which uvicorn answers through send_400_response, below.
-            self._refusal = error
-            raise _RefusedError(error)
-
-        def on_url(self, url: bytes) -> None:
-            self._url_bytes += len(url)
-            if self._url_bytes > self.max_url_bytes:
-                self._refuse(URITooLongError(f"the URL is over {self.max_url_bytes} bytes"))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_bytes += len(name) + len(value)
-            self._header_count += 1
-            if self._header_bytes > self.max_header_bytes or self._header_count > self.max_headers:
-                self._refuse(
-                    HeadersTooLargeError(
-                        f"the headers are over {self.max_header_bytes} bytes "
-                        f"or {self.max_headers} fields"
-                    )
-                )
-            super().on_header(name, value)
+        def _oversized_head(self) -> ServiceError:
+            if len(getattr(self, "url", b"")) > self.max_url_bytes:
+                return URITooLongError(f"the URL is over {self.max_url_bytes} bytes")
+            return HeadersTooLargeError(
+                f"the headers are over {self.max_header_bytes} bytes or {self.max_headers} fields"
+            )
 
         def on_headers_complete(self) -> None:
-            self._disarm()
-            self._in_head = False
+            self._head_since = None
             self._heads_completed += 1
+            headers = self.headers
+            if (
+                len(self.url) > self.max_url_bytes
+                or len(headers) > self.max_headers
+                or sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes
+            ):
+                # Raised in a parser callback, it stops the parser; httptools turns it into
+                # its own error, which uvicorn answers through send_400_response, below.
+                self._refusal = self._oversized_head()
+                raise _RefusedError(self._refusal)
             super().on_headers_complete()
 
         def send_400_response(self, msg: str) -> None:
@@ -175,7 +166,9 @@ def _limited_protocol() -> type[Any]:
             if error is None:
                 super().send_400_response(msg)
                 return
-            self._disarm()
+            self._refused(error)
+
+        def _refused(self, error: ServiceError) -> None:
             logger.info("refused a request: %s %s", error.status, error.message)
             self._answer(error)
 

@@ -75,7 +75,9 @@ def test_urls_and_headers_are_capped_before_the_app(target: Target) -> None:
     status, error = _status_and_error(_raw(target, huge_header))
     assert (status, error["code"]) == (431, "headers_too_large")
     many = b"".join(b"X-%d: 1\r\n" % i for i in range(500))
-    status, error = _status_and_error(_raw(target, b"GET /readyz HTTP/1.1\r\nHost: x\r\n" + many))
+    status, error = _status_and_error(
+        _raw(target, b"GET /readyz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    )
     assert (status, error["code"]) == (431, "headers_too_large")
     long_url = b"GET /" + b"a" * (4 << 20) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     status, error = _status_and_error(_raw(target, long_url))

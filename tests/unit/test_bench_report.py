@@ -249,3 +249,11 @@ def test_the_bench_without_a_trained_model_says_what_to_run(tmp_path: Path) -> N
     assert "the default profile: no model 'tabserve'" in result.stderr
     assert "--profiles categorical,heavy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_benchmark_finds_the_repository_and_its_locustfile() -> None:
+    from load_tests.bench.common import LOCUSTFILE, PROFILE_CACHE, REPO
+
+    assert (REPO / "service.py").is_file() and (REPO / "dvc.yaml").is_file()
+    assert LOCUSTFILE.is_file()
+    assert PROFILE_CACHE.parent == REPO / "load_tests" / "results"

@@ -162,3 +162,19 @@ def test_a_broken_users_file_keeps_what_was_known(
     store.path.write_text("{not json")
     clock[0] += 5
     assert validity.refusal(old) is not None
+
+
+def test_a_file_without_changes_is_written_as_before(
+    tmp_path: Path, fast_hasher: PasswordHasher
+) -> None:
+    """No ``valid_after`` or ``removed`` until they mean something: the previous release
+    reads the file too (a rollback)."""
+    import json
+
+    store = UserStore(tmp_path / "users.json", fast_hasher)
+    store.add("alice", "s3cret-password", "predict")
+    written = json.loads(store.path.read_text())
+    assert set(written) == {"users"} and set(written["users"]["alice"]) == {
+        "password_hash",
+        "scopes",
+    }
