@@ -25,6 +25,7 @@ from typing import Any
 
 from tabserve.core.bundle import read_examples, read_schema
 from tabserve.core.schema import FeatureSchema, FeatureSpec
+from tabserve.core.when import iso
 
 
 def _json_value(spec: FeatureSpec, value: Any) -> Any:
@@ -38,6 +39,11 @@ def _json_value(spec: FeatureSpec, value: Any) -> Any:
             return None
     except ImportError:  # pragma: no cover - pandas ships with tabserve
         pass
+    if spec.is_when:
+        try:
+            return iso(value)
+        except ValueError:
+            return None
     if spec.kind == "numeric":
         number = float(value)
         if not math.isfinite(number):

@@ -53,6 +53,7 @@ class FeatureScore:
     missing_score: float | None  # ROC AUC of "is missing" alone; None if never missing
     missing_class: str | None  # the class (or "high <target>") missingness separates best
     kind_of_task: str = "classification"
+    source: str = ""  # the input feature of a model column (a date's part: the date)
 
     def worst(self) -> float:
         """The higher of the two scores."""
@@ -114,11 +115,11 @@ def _regression_scores(train: pd.DataFrame, schema: FeatureSchema, seed: int) ->
     folds = list(KFold(n_splits=FOLDS, shuffle=True, random_state=seed).split(y))
     encoded = schema.encode(train)
     scores = []
-    for index, spec in enumerate(schema.features):
+    for index, model_column in enumerate(schema.columns):
         column = encoded[:, index]
         missing = np.isnan(column)
         predicted = np.empty(len(y))
-        if spec.kind == "categorical":
+        if model_column.categorical:
             levels = pd.Series(column).fillna(-1).to_numpy()
             for fit, held in folds:
                 means = pd.Series(y[fit]).groupby(levels[fit]).agg(["sum", "count"])
@@ -141,13 +142,14 @@ def _regression_scores(train: pd.DataFrame, schema: FeatureSchema, seed: int) ->
             side = "high" if auc >= 0.5 else "low"
         scores.append(
             FeatureScore(
-                feature=spec.name,
-                kind=spec.kind,
+                feature=model_column.name,
+                kind="categorical" if model_column.categorical else "numeric",
                 score=score,
                 missing_rate=float(missing.mean()),
                 missing_score=missing_score,
                 missing_class=None if side is None else f"{side} {schema.target.name}",
                 kind_of_task="regression",
+                source=model_column.feature,
             )
         )
     return scores
@@ -163,10 +165,10 @@ def feature_scores(train: pd.DataFrame, schema: FeatureSchema, seed: int) -> lis
     folds = list(splitter.split(np.zeros(len(y)), y))
     encoded = schema.encode(train)
     scores = []
-    for index, spec in enumerate(schema.features):
+    for index, model_column in enumerate(schema.columns):
         column = encoded[:, index]
         missing = np.isnan(column)
-        if spec.kind == "categorical":
+        if model_column.categorical:
             proba = _category_frequencies(pd.Series(column), y, len(classes), folds)
         else:
             proba = np.empty((len(y), len(classes)))
@@ -179,12 +181,13 @@ def feature_scores(train: pd.DataFrame, schema: FeatureSchema, seed: int) -> lis
         missing_score, missing_class = _missing_separation(missing, y, classes)
         scores.append(
             FeatureScore(
-                feature=spec.name,
-                kind=spec.kind,
+                feature=model_column.name,
+                kind="categorical" if model_column.categorical else "numeric",
                 score=_auc(y, proba),
                 missing_rate=float(missing.mean()),
                 missing_score=missing_score,
                 missing_class=missing_class,
+                source=model_column.feature,
             )
         )
     return scores
@@ -193,8 +196,15 @@ def feature_scores(train: pd.DataFrame, schema: FeatureSchema, seed: int) -> lis
 def find_leaks(
     scores: list[FeatureScore], threshold: float, allow: list[str]
 ) -> list[FeatureScore]:
-    """The features at or above ``threshold`` that ``prepare.allow`` does not list."""
-    return [s for s in scores if s.worst() >= threshold and s.feature not in allow]
+    """The features at or above ``threshold`` that ``prepare.allow`` does not list (a
+    date's part is allowed with its date)."""
+    return [
+        s
+        for s in scores
+        if s.worst() >= threshold
+        and s.feature not in allow
+        and (s.source or s.feature) not in allow
+    ]
 
 
 def describe_leak(score: FeatureScore, threshold: float) -> str:

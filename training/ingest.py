@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from training.csv_dialect import probable_delimiter, shown, sniff
 from training.errors import DataError
-from training.params import load_params
+from training.params import CsvParams, load_params
 
 log = logging.getLogger("training.ingest")
 
@@ -50,21 +51,38 @@ def _duplicates(names: list[str]) -> list[str]:
     return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, refusing duplicate column names.
+def read_table(path: Path, dialect: CsvParams | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file, refusing duplicate column names. A CSV's delimiter and
+    decimal mark are ``dialect``'s, or sniffed (``training/csv_dialect.py``).
 
     Raises:
-        DataError: the file is missing, unreadable, empty or has duplicate columns.
+        DataError: the file is missing, unreadable, empty, has duplicate columns, or is
+            a CSV that still reads as one column (naming the delimiter it likely uses).
     """
     if not path.is_file():
         raise DataError(f"data source {path} does not exist (data.source in params.yaml)")
     suffix = path.suffix.lower()
+    dialect = dialect or CsvParams()
     try:
         if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), [])
+            found = sniff(path, dialect.sep, dialect.decimal, dialect.encoding)
+            with path.open(newline="", encoding=found.encoding) as handle:
+                header = next(csv.reader(handle, delimiter=found.sep), [])
             names = header
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, sep=found.sep, decimal=found.decimal, encoding=found.encoding)
+            log.info(
+                "CSV %s: delimiter %s, decimal mark %s (%s)",
+                path.name,
+                shown(found.sep),
+                shown(found.decimal),
+                "sniffed" if found.sniffed else "data.csv",
+            )
+            if len(frame.columns) == 1 and (likely := probable_delimiter(str(frame.columns[0]))):
+                raise DataError(
+                    f"data source {path} reads as a single column {str(frame.columns[0])[:80]!r}: "
+                    f"it probably uses {shown(likely)} as its delimiter; set "
+                    f"data.csv.sep: {shown(likely).split(' ')[0]} in params.yaml"
+                )
         elif suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
@@ -121,7 +139,7 @@ def check_dvc_record(path: Path) -> None:
         )
 
 
-def ingest(source: str, root: Path) -> pd.DataFrame:
+def ingest(source: str, root: Path, dialect: CsvParams | None = None) -> pd.DataFrame:
     """Load ``source`` (embedded name or file path relative to ``root``) as a frame."""
     if source in EMBEDDED:
         return load_embedded(source)
@@ -129,7 +147,7 @@ def ingest(source: str, root: Path) -> pd.DataFrame:
     path = path if path.is_absolute() else root / path
     if path.is_file():
         check_dvc_record(path)
-    return read_table(path)
+    return read_table(path, dialect)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     params = load_params(args.params)
     try:
-        frame = ingest(params.data.source, Path.cwd())
+        frame = ingest(params.data.source, Path.cwd(), params.data.csv)
     except DataError as exc:
         log.error("ingest failed: %s", exc)
         return 1

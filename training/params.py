@@ -20,6 +20,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ColumnType = Literal["numeric", "categorical", "date", "timestamp", "id", "text"]
+
+
+class CsvParams(_Strict):
+    """How a CSV source is read; each is sniffed from the file when not given."""
+
+    sep: Literal[",", ";", "\t", "|"] | None = None
+    decimal: Literal[".", ","] | None = None
+    encoding: str = "utf-8"
+
+
 class DataParams(_Strict):
     source: str = Field(min_length=1)
     target: str = Field(min_length=1)
@@ -30,6 +41,14 @@ class DataParams(_Strict):
     # What the model predicts. auto: a numeric target with more than 20 distinct values
     # (or a non-integral one) is regression, anything else classification.
     task: Literal["auto", "classification", "regression"] = "auto"
+    # Per column, its type instead of the inferred one: numeric, categorical, date,
+    # timestamp, or id and text (left out). Checked against the data by `prepare`.
+    types: dict[str, ColumnType] = Field(default_factory=dict)
+    # Per date or timestamp column written otherwise than ISO 8601: its strftime format
+    # ("%d/%m/%Y"); the served model then takes the same text (and ISO 8601).
+    formats: dict[str, str] = Field(default_factory=dict)
+    # How a CSV source is read (`ingest`); sniffed when not given.
+    csv: CsvParams = Field(default_factory=CsvParams)
 
     @model_validator(mode="after")
     def _target_is_kept(self) -> DataParams:
@@ -48,6 +67,15 @@ class PrepareParams(_Strict):
     # stops the stage as a suspected leak, unless listed in `allow`.
     leakage_threshold: float = Field(default=0.99, gt=0.5, le=1.0)
     allow: list[str] = Field(default_factory=list)
+    # A categorical keeps at most this many levels: the most frequent, the rest folded
+    # into one "(other)" level (what unseen categories become when served).
+    max_categories: int = Field(default=50, ge=2, le=10_000)
+    # A text column with at least this share of distinct values is an identifier, and
+    # left out (unless data.types declares it).
+    unique_share: float = Field(default=0.95, gt=0.5, le=1.0)
+    # A text column whose values are at least this long (median, characters) is free
+    # text, and left out.
+    text_length: int = Field(default=40, ge=5, le=100_000)
 
 
 class Range(_Strict):

@@ -19,12 +19,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tabserve.core.schema import DroppedColumn, FeatureSchema, TaskKind
-from tabserve.core.schema_inference import decide_task, infer_schema
+from tabserve.core.schema import WHEN_KINDS, FeatureSchema, category_text
+from tabserve.core.schema_inference import (
+    InferenceOptions,
+    TypeMismatchError,
+    decide_task,
+    infer_schema,
+)
 from training.checks import (
     FeatureScore,
     describe_leak,
@@ -34,6 +38,7 @@ from training.checks import (
     quality_warnings,
 )
 from training.errors import DataError
+from training.fitness import choose_columns, validate
 from training.params import DataParams, PrepareParams, load_params
 
 log = logging.getLogger("training.prepare")
@@ -83,9 +88,15 @@ class Prepared:
             "rows": {name: len(getattr(self, name)) for name in SPLITS},
             **distribution,
             "features": {
-                "numeric": sum(f.kind == "numeric" for f in self.schema.features),
-                "categorical": sum(f.kind == "categorical" for f in self.schema.features),
+                kind: sum(f.kind == kind for f in self.schema.features)
+                for kind in ("numeric", "categorical", "date", "timestamp")
             },
+            "derived": {
+                spec.name: [c.name for c in self.schema.columns if c.feature == spec.name]
+                for spec in self.schema.features
+                if spec.is_when
+            },
+            "folded": self.folded(),
             "dropped": [d.model_dump() for d in self.schema.dropped],
             "leakage": {
                 "threshold": self.leakage_threshold,
@@ -96,95 +107,27 @@ class Prepared:
             "quality": self.quality,
         }
 
+    def folded(self) -> dict[str, dict[str, object]]:
+        """Per categorical whose rare values were folded: the level, how many distinct
+        values went into it and how many training rows they cover."""
+        report: dict[str, dict[str, object]] = {}
+        for spec in self.schema.features:
+            if spec.other is None:
+                continue
+            kept = set(spec.categories or []) - {spec.other}
+            values = self.train[spec.name].astype("object").map(category_text).dropna()
+            folded = values[~values.isin(kept)]
+            report[spec.name] = {
+                "level": spec.other,
+                "kept": len(kept),
+                "values_folded": int(folded.nunique()),
+                "training_rows": len(folded),
+            }
+        return report
+
     def score_plot(self) -> list[dict[str, object]]:
         """One record per feature for DVC's bar chart (``feature_scores.json``)."""
         return [{"feature": s.feature, "score": round(s.worst(), 4)} for s in self.scores]
-
-
-def _rows(index: pd.Index, limit: int = 10) -> str:
-    shown = ", ".join(str(i) for i in index[:limit])
-    return shown + (f" ... ({len(index)} rows)" if len(index) > limit else "")
-
-
-MAX_LISTED = 10  # problems of one kind listed before the rest are counted
-
-
-def validate(
-    frame: pd.DataFrame, target: str, min_rows_per_class: int, task: TaskKind = "classification"
-) -> None:
-    """Refuse data that cannot train a model for ``task``.
-
-    Raises:
-        DataError: naming every problem found (column, and rows by 0-based index).
-    """
-    problems: list[str] = []
-    columns = [str(c) for c in frame.columns]
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicated:
-        raise DataError(
-            "duplicate column names", [f"column {c!r} appears more than once" for c in duplicated]
-        )
-    if target not in frame.columns:
-        raise DataError(
-            f"target column {target!r} not found (data.target in params.yaml)",
-            [f"columns are: {', '.join(columns)}"],
-        )
-    if len(frame.columns) < 2:
-        raise DataError("no feature columns besides the target")
-    missing_target = frame.index[frame[target].isna()]
-    if len(missing_target):
-        problems.append(f"target {target!r} is missing in rows {_rows(missing_target)}")
-    if task == "regression":
-        problems += _regression_target_problems(frame[target], target)
-    else:
-        problems += _class_problems(frame[target], target, min_rows_per_class)
-    for name in frame.columns:
-        col = frame[name]
-        if (
-            name != target
-            and pd.api.types.is_numeric_dtype(col)
-            and not pd.api.types.is_bool_dtype(col)
-        ):
-            bad = frame.index[np.isinf(col.to_numpy(dtype="float64", na_value=np.nan))]
-            if len(bad):
-                problems.append(f"column {name!r} has infinite values in rows {_rows(bad)}")
-    if problems:
-        raise DataError(f"{len(problems)} problem(s) in the data", problems)
-
-
-def _class_problems(labels: pd.Series, target: str, min_rows_per_class: int) -> list[str]:
-    counts = labels.dropna().value_counts()
-    if len(counts) < 2:
-        return [
-            f"target {target!r} has {len(counts)} class(es) ({list(counts.index)}); need at least 2"
-        ]
-    small = counts[counts < min_rows_per_class]
-    problems = [
-        f"class {label!r} of {target!r} has {count} rows; need at least {min_rows_per_class} "
-        "(prepare.min_rows_per_class) to split it"
-        for label, count in small.head(MAX_LISTED).items()
-    ]
-    if len(small) > MAX_LISTED:
-        problems.append(f"... and {len(small) - MAX_LISTED} more classes that small")
-    if len(small) and decide_task(labels) == "regression":
-        problems.append(
-            f"{target!r} looks like a quantity ({labels.nunique()} distinct numbers), not a "
-            "set of classes: set data.task to auto or regression"
-        )
-    return problems
-
-
-def _regression_target_problems(values: pd.Series, target: str) -> list[str]:
-    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        return [f"target {target!r} is not numeric ({values.dtype}): regression needs numbers"]
-    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
-    problems = []
-    infinite = values.index[np.isinf(numbers)]
-    if len(infinite):
-        problems.append(f"target {target!r} has infinite values in rows {_rows(infinite)}")
-    if values.dropna().nunique() < 2:
-        problems.append(f"target {target!r} is constant: there is nothing to predict")
-    return problems
 
 
 def _split_strata(target: pd.Series, schema: FeatureSchema) -> pd.Series | None:
@@ -194,30 +137,6 @@ def _split_strata(target: pd.Series, schema: FeatureSchema) -> pd.Series | None:
         return target.astype(str)
     bins = pd.qcut(target, q=10, labels=False, duplicates="drop")
     return bins if bins.value_counts().min() >= 5 else None
-
-
-def choose_columns(frame: pd.DataFrame, data: DataParams) -> list[DroppedColumn]:
-    """The columns ``data.drop`` and ``data.features`` leave out of the model.
-
-    Raises:
-        DataError: for a name that is not a column, listing the valid ones.
-    """
-    columns = [str(c) for c in frame.columns]
-    named = [*data.drop, *(data.features or [])]
-    unknown = [n for n in named if n not in columns]
-    if unknown:
-        raise DataError(
-            f"data.drop / data.features name column(s) the data does not have: {unknown}",
-            [f"columns are: {', '.join(columns)}"],
-        )
-    left_out = [DroppedColumn(name=n, reason="dropped by data.drop") for n in data.drop]
-    if data.features is not None:
-        left_out += [
-            DroppedColumn(name=c, reason="not in data.features")
-            for c in columns
-            if c not in data.features and c != data.target and c not in data.drop
-        ]
-    return left_out
 
 
 def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: int) -> Prepared:
@@ -244,7 +163,32 @@ def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: 
         frame[target].nunique(),
     )
     validate(frame, target, params.min_rows_per_class, task)
-    schema = infer_schema(frame, target, dropped=chosen, task=task)
+    for key, named in (("data.types", data.types), ("data.formats", data.formats)):
+        unknown_names = sorted(set(named) - set(frame.columns))
+        if unknown_names:
+            raise DataError(
+                f"{key} names column(s) that are not in the data: {unknown_names}",
+                [f"columns are: {', '.join(map(str, frame.columns))}"],
+            )
+    not_dates = sorted(c for c in data.formats if data.types.get(c, "date") not in WHEN_KINDS)
+    if not_dates:
+        raise DataError(
+            f"data.formats gives a date format to column(s) data.types declares otherwise: "
+            f"{not_dates}",
+            ["a format is for a date or timestamp column only"],
+        )
+    options = InferenceOptions(
+        formats=data.formats,
+        types=data.types,
+        max_categories=params.max_categories,
+        unique_share=params.unique_share,
+        text_length=params.text_length,
+    )
+    try:
+        schema = infer_schema(frame, target, dropped=chosen, task=task, options=options)
+    except TypeMismatchError as exc:
+        hint = f"fix the column, or its entry in data.types: {exc.column}"
+        raise DataError(str(exc), [hint]) from None
     unknown_allowed = sorted(set(params.allow) - set(schema.feature_names))
     if unknown_allowed:
         raise DataError(
@@ -253,6 +197,26 @@ def prepare(frame: pd.DataFrame, data: DataParams, params: PrepareParams, seed: 
         )
     for dropped in schema.dropped[len(chosen) :]:
         log.warning("dropping column %r: %s", dropped.name, dropped.reason)
+    for spec in schema.features:
+        if spec.is_when:
+            parts = [c.part for c in schema.columns if c.feature == spec.name]
+            log.info(
+                "%s %r (%s to %s): the model reads its parts %s",
+                spec.kind,
+                spec.name,
+                spec.reference,
+                spec.latest,
+                parts,
+            )
+        elif spec.other is not None:
+            log.warning(
+                "categorical %r keeps its %d most frequent values; the rest fold into %r "
+                "(prepare.max_categories: %d)",
+                spec.name,
+                len(spec.categories or []) - 1,
+                spec.other,
+                params.max_categories,
+            )
     if not schema.features:
         raise DataError(
             "no usable feature columns", [f"{d.name}: {d.reason}" for d in schema.dropped]

@@ -124,9 +124,8 @@ def examples(
 ) -> list[dict[str, Any]]:
     """Up to ``n`` test rows as JSON-ready dicts (missing as None), for the UI and load tests."""
     sample = test.sample(n=min(n, len(test)), random_state=seed).sort_index()
-    sample = sample.astype(object).where(sample.notna(), None)
-    rows = sample.to_dict(orient="records")
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in rows]
+    rows = sample.astype(object).to_dict(orient="records")
+    return [schema.json_row(row) for row in rows]
 
 
 def log_data_report(report: dict[str, Any]) -> None:

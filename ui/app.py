@@ -53,8 +53,19 @@ class UILimits:
     max_rows: int
 
 
-def _component(spec: FormField) -> gr.Number | gr.Dropdown:
+def _component(spec: FormField) -> gr.Number | gr.Dropdown | gr.DateTime:
     elem_id = f"feature-{spec.name}"
+    if spec.kind in ("date", "timestamp"):
+        return gr.DateTime(
+            value=spec.default,
+            include_time=spec.kind == "timestamp",
+            type="string",  # as typed or picked: the validator reads ISO 8601 text
+            label=spec.label,
+            info=spec.info,
+            elem_id=elem_id,
+            elem_classes=["feature-input"],
+            min_width=140,
+        )
     if spec.kind == "number":
         return gr.Number(
             value=spec.default,
@@ -147,7 +158,7 @@ def build_blocks(
     blank_title = f"Predicted {target.name}" if regression else "Class probabilities"
     no_answer = f"### Predicted {target.name}: –" if regression else "### Predicted label: –"
 
-    inputs: list[gr.Number | gr.Dropdown] = []  # filled when the form is laid out
+    inputs: list[gr.Number | gr.Dropdown | gr.DateTime] = []  # filled when the form is laid out
 
     def predict(data: dict[gr.components.Component, Any], request: gr.Request) -> tuple[Any, ...]:
         """Validate the form's row like the API, then predict (and explain) in process."""

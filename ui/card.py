@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tabserve.core.when import parts_of
+
 
 def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
@@ -13,6 +15,28 @@ def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
 
 def _code(value: Any) -> str:
     return f"`{str(value).replace('`', '')}`"
+
+
+def _feature_rows(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """A row per date or timestamp (the parts the model reads of it) and per categorical
+    whose rare values were folded (its ``other`` level)."""
+    rows = []
+    for feature in schema["features"]:
+        name = feature["name"]
+        if feature["kind"] in ("date", "timestamp"):
+            parts = ", ".join(_code(f".{p}") for p in parts_of(feature["kind"]))
+            rows.append(
+                (f"&nbsp;&nbsp;{_code(name)}", f"{feature['kind']}: the model reads {parts}")
+            )
+        elif feature.get("other"):
+            kept = len(feature["categories"]) - 1
+            rows.append(
+                (
+                    f"&nbsp;&nbsp;{_code(name)}",
+                    f"{kept} categories kept, the rest (and new ones) as {_code(feature['other'])}",
+                )
+            )
+    return rows
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -43,6 +67,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             ("model sha256", _code(lineage["model_sha256"][:16] + "…")),
             ("created", _code(lineage["created_at"])),
             ("features", str(len(schema["features"]))),
+            *_feature_rows(schema),
         ],
         ("lineage", ""),
     )

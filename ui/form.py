@@ -2,7 +2,8 @@
 
 One input per feature: a number box for a numeric feature (observed range shown,
 training median as default), a dropdown of the known categories for a categorical
-one. Values read back from the form become a request row exactly like a JSON body
+one, a date (or date and time) picker for a date or timestamp (the latest value in
+training as default). Values read back from the form become a request row exactly like a JSON body
 of ``POST /predict``.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tabserve.core.schema import FeatureSchema, FeatureSpec, category_text
+from tabserve.core.when import iso
 
 # Dropdowns cannot hold None; this choice stands for "missing" (nullable features only).
 MISSING_CHOICE = ""
@@ -25,7 +27,7 @@ class FormField:
     """How one feature is shown in the form."""
 
     name: str
-    kind: Literal["number", "dropdown"]
+    kind: Literal["number", "dropdown", "date", "timestamp"]
     label: str
     info: str
     default: Any
@@ -71,6 +73,11 @@ def form_field(spec: FeatureSpec) -> FormField:
             integer=spec.integer,
             step=_step(spec),
         )
+    if spec.is_when:
+        info = f"observed {spec.reference} to {spec.latest}{missing}"
+        latest = (spec.latest or "").replace("T", " ")  # as the picker writes it
+        kind: Literal["date", "timestamp"] = "date" if spec.kind == "date" else "timestamp"
+        return FormField(spec.name, kind, spec.name, info, latest or None)
     categories = list(spec.categories or [])
     choices = [(c, c) for c in categories]
     if spec.nullable:
@@ -107,9 +114,12 @@ def values_from_row(schema: FeatureSchema, row: Mapping[str, Any]) -> list[Any]:
     for spec in schema.features:
         value = row.get(spec.name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            values.append(None if spec.kind == "numeric" else MISSING_CHOICE)
+            values.append(MISSING_CHOICE if spec.kind == "categorical" else None)
         elif spec.kind == "categorical":
             values.append(category_text(value))
+        elif spec.is_when:  # as the picker writes it: a space between date and time
+            text = iso(value)
+            values.append(text.replace("T", " ") if text else None)
         else:
             values.append(value)
     return values

@@ -57,6 +57,7 @@ _EVENT_ROUTE = re.compile(r"/(?:run|api)/(?P<name>[^/]+)/?")
 _QUEUED_ROUTE = re.compile(r"/(?:queue/join/?|call/.*)")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # The system's folders: Gradio's blocked_paths (its own second wall).
+MAX_TEXT = 64  # a date or timestamp input's longest value
 SYSTEM_FOLDERS = ("/etc", "/proc", "/sys", "/dev", "/root", "/home", "/var", "/usr", "/boot")
 
 
@@ -64,7 +65,7 @@ SYSTEM_FOLDERS = ("/etc", "/proc", "/sys", "/dev", "/root", "/home", "/var", "/u
 class EventInput:
     """What one input of an event accepts."""
 
-    kind: str  # "file", "number", "choice" or "any"
+    kind: str  # "file", "number", "choice", "text" or "any"
     choices: frozenset[Any] = frozenset()
 
 
@@ -83,6 +84,8 @@ def _event_input(block: Any) -> EventInput:
         return EventInput("file")
     if isinstance(block, gr.Number):
         return EventInput("number")
+    if isinstance(block, gr.DateTime):
+        return EventInput("text")
     if isinstance(block, gr.Dropdown) and not block.allow_custom_value:
         choices = frozenset(value for _, value in block.choices)
         return EventInput("choice", choices)
@@ -279,6 +282,9 @@ class UICallGuard:
         if spec.kind == "number":
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             return None if ok else "must be a number or null"
+        if spec.kind == "text":
+            ok = isinstance(value, str) and len(value) <= MAX_TEXT
+            return None if ok else f"must be text of at most {MAX_TEXT} characters"
         if spec.kind == "choice":
             return None if _hashable(value) and value in spec.choices else "not one of the choices"
         return await self._file_problem(scope, value)

@@ -139,14 +139,16 @@ def build_reference(
     """The reference profile from the encoded training split and the model's answers on
     the validation split (see the module doc)."""
     features = []
-    for index, spec in enumerate(schema.features):
+    specs = {spec.name: spec for spec in schema.features}
+    # One profile per model column: a date's or timestamp's parts each drift on their own.
+    for index, model_column in enumerate(schema.columns):
         column = train[:, index]
-        if spec.kind == "categorical":
-            categories = spec.categories or []
+        if model_column.categorical:
+            categories = specs[model_column.feature].categories or []
             codes = np.where(np.isnan(column), -1, column).astype(np.int64)
             features.append(
                 FeatureProfile(
-                    name=spec.name,
+                    name=model_column.name,
                     kind="categorical",
                     labels=list(categories),
                     shares=shares(codes, len(categories)),
@@ -157,7 +159,7 @@ def build_reference(
         edges = _edges(column)
         features.append(
             FeatureProfile(
-                name=spec.name,
+                name=model_column.name,
                 kind="numeric",
                 edges=edges,
                 labels=_edge_labels(edges),

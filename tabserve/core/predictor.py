@@ -26,6 +26,13 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from tabserve.core.answers import (
+    answer_columns,
+    class_probabilities,
+    classification_answers,
+    regression_answers,
+    regression_values,
+)
 from tabserve.core.bundle import (
     MODEL_FILE,
     QUANTILES_FILE,
@@ -119,7 +126,10 @@ class Predictor:
         self.classes: list[Label] = list(schema.target.classes)
         self.regression = schema.target.is_regression
         self.interval = interval
-        self._names = schema.feature_names
+        self._names = schema.model_feature_names
+        # Each model column's input feature: a date's parts explain as the date.
+        self._sources = [column.feature for column in schema.columns]
+        self._aggregate = schema.has_when
         if self.regression and interval is None:
             raise SchemaMismatchError("a regression bundle needs its interval model")
         # One thread per worker: BentoML scales with processes, and 2+ threads per
@@ -190,10 +200,9 @@ class Predictor:
         wanted = [t == "c" for t in self.schema.feature_types]
         for booster in boosters:
             names = booster.feature_names
-            if names is not None and list(names) != self.schema.feature_names:
+            if names is not None and list(names) != self._names:
                 raise SchemaMismatchError(
-                    f"booster features {list(names)} differ from schema features "
-                    f"{self.schema.feature_names}"
+                    f"booster features {list(names)} differ from schema features {self._names}"
                 )
             types = booster.feature_types
             if types is not None and [t == "c" for t in types] != wanted:
@@ -268,14 +277,13 @@ class Predictor:
             ),
             pred_contribs=True,
         )
-        names = self._names
         if self.regression:
             values = np.asarray(self.booster.inplace_predict(data), dtype=np.float64)
             return [
                 {
                     "value": float(value),
                     "base_value": float(row[-1]),
-                    "contributions": {n: float(v) for n, v in zip(names, row[:-1], strict=True)},
+                    "contributions": self._by_feature(row[:-1]),
                 }
                 for value, row in zip(values, contribs, strict=True)
             ]
@@ -291,20 +299,31 @@ class Predictor:
                     "label": self.classes[label_index],
                     "explained_class": self.classes[explained],
                     "base_value": float(row_contribs[-1]),
-                    "contributions": {
-                        n: float(v) for n, v in zip(names, row_contribs[:-1], strict=True)
-                    },
+                    "contributions": self._by_feature(row_contribs[:-1]),
                 }
             )
         return answers
 
+    def _by_feature(self, values: np.ndarray) -> dict[str, float]:
+        """Contributions per input feature: a date's or timestamp's parts summed into it."""
+        if not self._aggregate:
+            return {n: float(v) for n, v in zip(self._names, values, strict=True)}
+        summed = dict.fromkeys(self.schema.feature_names, 0.0)
+        for source, value in zip(self._sources, values, strict=True):
+            summed[source] += float(value)
+        return summed
+
     def global_importance(self, importance_type: str = "total_gain") -> dict[str, float]:
-        """Feature importance over the whole model, normalised to sum to 1."""
+        """Feature importance over the whole model, normalised to sum to 1 (a date's or
+        timestamp's parts summed into it)."""
         raw = self.booster.get_score(importance_type=importance_type)
         # Multi-output vector leaves give a list per feature; their sum is the feature's score.
         scores = {k: float(np.sum(v)) for k, v in raw.items()}
         total = sum(scores.values()) or 1.0
-        return {name: scores.get(name, 0.0) / total for name in self.schema.feature_names}
+        by_feature = dict.fromkeys(self.schema.feature_names, 0.0)
+        for column in self.schema.columns:
+            by_feature[column.feature] += scores.get(column.name, 0.0) / total
+        return by_feature
 
     # ---- model card --------------------------------------------------------
     def card(self) -> ModelCard:
@@ -325,66 +344,13 @@ class Predictor:
         )
 
 
-def class_probabilities(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
-    """Class probabilities of an encoded matrix, ``(n_rows, n_classes)`` in class order."""
-    raw = np.asarray(booster.inplace_predict(matrix), dtype=np.float64)
-    if raw.ndim == 1:  # binary:logistic gives P(class 1) only
-        raw = np.column_stack([1.0 - raw, raw])
-    return raw
-
-
-def classification_answers(classes: list[Label], proba: np.ndarray) -> list[dict[str, Any]]:
-    """One ``{"label", "probabilities"}`` answer per row of class probabilities."""
-    keys = [str(c) for c in classes]
-    # Whole-array argmax and tolist (Python floats): a tenth of the cost row by row.
-    best = np.argmax(proba, axis=1).tolist()
-    return [
-        {"label": classes[i], "probabilities": dict(zip(keys, p, strict=True))}
-        for i, p in zip(best, proba.tolist(), strict=True)
-    ]
-
-
-def regression_values(
-    booster: xgb.Booster, ends: xgb.Booster, interval: Interval, matrix: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values, lows, highs)``: the model's values and their calibrated intervals.
-
-    The quantile model's ends are moved by the calibration offset, kept in order, and
-    widened to hold the value where it falls outside (the two models are separate).
-    """
-    values = np.asarray(booster.inplace_predict(matrix), dtype=np.float64).reshape(-1)
-    predicted = np.asarray(ends.inplace_predict(matrix), dtype=np.float64).reshape(-1, 2)
-    low = predicted.min(axis=1) - interval.offset
-    high = predicted.max(axis=1) + interval.offset
-    low, high = np.minimum(low, high), np.maximum(low, high)
-    return values, np.minimum(low, values), np.maximum(high, values)
-
-
-def regression_answers(
-    values: np.ndarray, lows: np.ndarray, highs: np.ndarray, coverage: float
-) -> list[dict[str, Any]]:
-    """One ``{"value", "interval": {"low", "high", "coverage"}}`` answer per row."""
-    return [
-        {"value": value, "interval": {"low": low, "high": high, "coverage": coverage}}
-        for value, low, high in zip(
-            np.asarray(values, dtype=np.float64).tolist(),
-            np.asarray(lows, dtype=np.float64).tolist(),
-            np.asarray(highs, dtype=np.float64).tolist(),
-            strict=True,
-        )
-    ]
-
-
-def answer_columns(answers: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Answers as table columns (a scored CSV, the MLflow model's output frame):
-    ``label`` and one ``proba_<class>`` per class, or ``prediction``, ``low``, ``high``."""
-    if answers and "value" in answers[0]:
-        return {
-            "prediction": [a["value"] for a in answers],
-            "low": [a["interval"]["low"] for a in answers],
-            "high": [a["interval"]["high"] for a in answers],
-        }
-    columns: dict[str, list[Any]] = {"label": [a["label"] for a in answers]}
-    for key in answers[0]["probabilities"] if answers else ():
-        columns[f"proba_{key}"] = [a["probabilities"][key] for a in answers]
-    return columns
+__all__ = [
+    "ModelCard",
+    "Predictor",
+    "SchemaMismatchError",
+    "answer_columns",
+    "class_probabilities",
+    "classification_answers",
+    "regression_answers",
+    "regression_values",
+]

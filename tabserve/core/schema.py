@@ -6,10 +6,12 @@ read back by every consumer. Nothing downstream hard-codes a feature name.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -18,43 +20,30 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from tabserve.core.encoding import Encoder
+from tabserve.core.rows import SchemaRow, category_text
+from tabserve.core.when import iso, parse_when, parts_of
+
+__all__ = ["SchemaRow", "category_text"]  # re-exported: where every consumer finds them
+
 SCHEMA_VERSION = 1
 
-FeatureKind = Literal["numeric", "categorical"]
+FeatureKind = Literal["numeric", "categorical", "date", "timestamp"]
+WHEN_KINDS = ("date", "timestamp")
 Label = str | int
 
 
-class SchemaRow(Mapping[str, Any]):
-    """One validated row: its values in schema order, read as a mapping of feature names.
-
-    What the request validator gives (:meth:`FeatureSchema.row`): encoding takes the
-    values as they are, with no lookup per feature, and whatever wants names reads the
-    row as any mapping (``row["age"]``, ``dict(row)``; equal to the dict of the same
-    items).
-    """
-
-    __slots__ = ("_index", "names", "values_in_order")
-
-    def __init__(self, values: list[Any], names: tuple[str, ...], index: dict[str, int]) -> None:
-        self.values_in_order = values
-        self.names = names
-        self._index = index
-
-    def __getitem__(self, name: str) -> Any:
-        return self.values_in_order[self._index[name]]
-
-    def __iter__(self) -> Any:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        return f"SchemaRow({dict(self)!r})"
-
-
 class FeatureSpec(BaseModel):
-    """One input feature as observed in the training data."""
+    """One input feature as observed in the training data.
+
+        A ``date`` or ``timestamp`` feature is given as it is and becomes its parts for the
+        model (:mod:`tabserve.core.when`): ``reference`` is its earliest training value (the
+        origin of its elapsed days), ``latest`` its latest; ``format``, where ``data.formats``
+    gives one, is how its text was written besides ISO 8601 (``strftime`` codes), and is
+    taken wherever the feature is read. A categorical whose rare values
+        were folded (``prepare.max_categories``) names the level they became in ``other``,
+        the last of its categories.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,6 +56,31 @@ class FeatureSpec(BaseModel):
     median: float | None = None
     mode: str | None = None
     nullable: bool = False
+    reference: str | None = None
+    latest: str | None = None
+    other: str | None = None
+    format: str | None = None
+
+    @property
+    def is_when(self) -> bool:
+        """Whether the feature is a date or a timestamp."""
+        return self.kind in WHEN_KINDS
+
+    @cached_property
+    def reference_time(self) -> dt.datetime:
+        """``reference`` as a datetime (the epoch when the schema has none)."""
+        parsed = parse_when(self.reference) if self.reference else None
+        return parsed or dt.datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class ModelColumn:
+    """One column of the model's input: a feature, or a part of a date or timestamp."""
+
+    name: str  # the booster's feature name: the feature's, or "<feature>.<part>"
+    feature: str
+    part: str | None
+    categorical: bool
 
 
 TaskKind = Literal["classification", "regression"]
@@ -144,10 +158,36 @@ class FeatureSchema(BaseModel):
         the request validator gives: :class:`SchemaRow`)."""
         return SchemaRow(values, self._names, self._name_index)
 
+    @cached_property
+    def columns(self) -> tuple[ModelColumn, ...]:
+        """The model's input columns, in order: one per feature, and one per part of a
+        date or timestamp (its name ``<feature>.<part>``)."""
+        columns: list[ModelColumn] = []
+        for spec in self.features:
+            if spec.is_when:
+                columns += [
+                    ModelColumn(f"{spec.name}.{part}", spec.name, part, False)
+                    for part in parts_of(spec.kind)
+                ]
+            else:
+                columns.append(ModelColumn(spec.name, spec.name, None, spec.kind == "categorical"))
+        return tuple(columns)
+
+    @property
+    def model_feature_names(self) -> list[str]:
+        """The booster's feature names: :attr:`feature_names`, with each date or timestamp
+        expanded into its parts."""
+        return [column.name for column in self.columns]
+
+    @property
+    def has_when(self) -> bool:
+        """Whether any feature is a date or a timestamp."""
+        return any(f.is_when for f in self.features)
+
     @property
     def feature_types(self) -> list[str]:
-        """XGBoost's feature types in input order: ``c`` (categorical) or ``float``."""
-        return ["c" if f.kind == "categorical" else "float" for f in self.features]
+        """XGBoost's feature types of the model columns: ``c`` (categorical) or ``float``."""
+        return ["c" if column.categorical else "float" for column in self.columns]
 
     @property
     def has_categoricals(self) -> bool:
@@ -179,96 +219,19 @@ class FeatureSchema(BaseModel):
         """Read a schema written by :meth:`save`."""
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
-    # ---- frames ------------------------------------------------------------
+    # ---- frames: tabserve/core/encoding.py -------------------------------------
     def to_frame(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-        """Build the model's input frame: schema column order and dtypes.
-
-        Numeric features become float64 (missing → NaN); categoricals become
-        ``category`` with exactly the schema's categories, so the encoding is
-        identical at training and serving time. Values outside the known
-        categories become missing: validate first where that matters.
-        """
-        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        columns: dict[str, pd.Series] = {}
-        for spec in self.features:
-            if spec.name in frame.columns:
-                col = frame[spec.name]
-            else:
-                col = pd.Series([None] * len(frame), index=frame.index, dtype="object")
-            if spec.kind == "numeric":
-                columns[spec.name] = pd.to_numeric(col, errors="coerce").astype("float64")
-            else:
-                as_text = col.astype("object").map(category_text)
-                columns[spec.name] = pd.Series(
-                    pd.Categorical(as_text, categories=spec.categories or []),
-                    index=frame.index,
-                )
-        return pd.DataFrame(columns, index=frame.index)
+        """The model's input frame (:func:`tabserve.core.encoding.model_frame`)."""
+        return self._encoder.frame(rows)
 
     def encode(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:
-        """The model's input matrix: the one encoding of every consumer.
-
-        Float64, one column per feature in schema order: numbers as they are, a category
-        as its code (its index in the schema's categories, so the codes are the ones
-        :meth:`to_frame` gives the model at training time), missing or unknown as NaN.
-        XGBoost reads it with the schema's :attr:`feature_types`. Rows (mappings) are
-        encoded by dict lookups, about ten times faster than building the frame, and a
-        row that holds every feature in schema order (a dict of a whole row, or a
-        validated request's :class:`SchemaRow`) straight from its values, about 2.5
-        times faster again; a value no lookup takes (text in a numeric column) falls
-        back to the frame's rules.
-        """
-        if isinstance(rows, pd.DataFrame):
-            return self._encode_frame(rows)
-        records = rows if isinstance(rows, list) else list(rows)
-        own, getters, coders = self._names, self._getters, self._coders
-        values = []
-        try:
-            for row in records:
-                if type(row) is SchemaRow and row.names is own:  # validated: values as they are
-                    cells = list(row.values_in_order)
-                elif tuple(row) == own:  # every feature, in schema order
-                    cells = list(row.values())
-                else:
-                    values.append([get(row) for get in getters])
-                    continue
-                for index, code in coders:
-                    cells[index] = code(cells[index])
-                values.append(cells)
-            matrix = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError, AttributeError):
-            return self._encode_frame(pd.DataFrame(records))
-        return matrix.reshape(len(records), len(getters))
-
-    def _encode_frame(self, rows: pd.DataFrame) -> np.ndarray:
-        frame = self.to_frame(rows)
-        matrix = np.empty((len(frame), len(self.features)), dtype=np.float64)
-        for index, spec in enumerate(self.features):
-            column = frame[spec.name]
-            if spec.kind == "categorical":
-                codes = column.cat.codes.to_numpy(dtype=np.float64)
-                codes[codes < 0] = np.nan  # pandas' code for missing
-                matrix[:, index] = codes
-            else:
-                matrix[:, index] = column.to_numpy(dtype=np.float64)
-        return matrix
+        """The model's input matrix, the one encoding of every consumer
+        (:class:`tabserve.core.encoding.Encoder`)."""
+        return self._encoder.encode(rows)
 
     @cached_property
-    def _coders(self) -> list[tuple[int, Callable[[Any], float]]]:
-        """``(column, value -> code)`` of each categorical feature."""
-        return [
-            (index, _coder(spec.categories or []))
-            for index, spec in enumerate(self.features)
-            if spec.kind == "categorical"
-        ]
-
-    @cached_property
-    def _getters(self) -> list[Callable[[Mapping[str, Any]], Any]]:
-        coders = dict(self._coders)
-        return [
-            _code_getter(spec.name, coders[index]) if index in coders else _value_getter(spec.name)
-            for index, spec in enumerate(self.features)
-        ]
+    def _encoder(self) -> Encoder:
+        return Encoder(self)
 
     def encode_target(self, values: pd.Series) -> np.ndarray:
         """The training label: class indices (the model's output order), or for regression
@@ -297,54 +260,33 @@ class FeatureSchema(BaseModel):
             if spec.kind == "numeric":
                 value = spec.median if spec.median is not None else 0.0
                 row[spec.name] = int(value) if spec.integer else value
+            elif spec.is_when:
+                row[spec.name] = spec.latest or spec.reference
             else:
                 row[spec.name] = spec.mode or next(iter(spec.categories or []), None)
         return row
 
-
-def _value_getter(name: str) -> Callable[[Mapping[str, Any]], Any]:
-    def get(row: Mapping[str, Any]) -> Any:
-        return row.get(name)  # numpy turns None into NaN
-
-    return get
-
-
-def _coder(categories: Sequence[str]) -> Callable[[Any], float]:
-    """A categorical value's code (its index in ``categories``), NaN if missing or unknown."""
-    codes = {category: float(i) for i, category in enumerate(categories)}
-
-    def code(value: Any) -> float:
-        found = codes.get(value) if type(value) is str else None  # validated rows: one lookup
-        if found is None:
-            text = category_text(value)
-            found = codes.get(text, math.nan) if text is not None else math.nan
-        return found
-
-    return code
-
-
-def _code_getter(name: str, code: Callable[[Any], float]) -> Callable[[Mapping[str, Any]], float]:
-    def get(row: Mapping[str, Any]) -> float:
-        return code(row.get(name))
-
-    return get
-
-
-def category_text(value: Any) -> str | None:
-    """A categorical value as the schema stores it: its text, or None when missing.
-
-    Numbers are matched by their text, an integral float without its ``.0``: ``1``,
-    ``1.0``, ``np.int64(1)`` and ``"1"`` are all the category ``"1"``; ``True`` is
-    ``"True"``. ``None``, NaN and ``pd.NA`` are missing. This is what training and
-    serving frames hold (:meth:`FeatureSchema.to_frame`); request validation reads
-    JSON values with it too, but only numbers, bools and strings
-    (``tabserve.core.validation``).
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    def json_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``row`` with JSON values only: a date or timestamp as ISO text, missing as None."""
+        kinds = {spec.name: spec for spec in self.features}
+        out: dict[str, Any] = {}
+        for name, value in row.items():
+            spec = kinds.get(name)
+            if spec is not None and spec.is_when:
+                try:
+                    out[name] = iso(value, spec.format)
+                except ValueError:  # unreadable: the model reads it as missing too
+                    out[name] = None
+            elif (
+                value is None
+                or value is pd.NaT
+                or value is pd.NA
+                or (isinstance(value, float) and math.isnan(value))
+            ):
+                out[name] = None
+            else:
+                out[name] = value.item() if isinstance(value, np.generic) else value
+        return out
 
 
 def label_key(value: Any) -> Label:

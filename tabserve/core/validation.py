@@ -7,8 +7,14 @@ with no code change. Rules:
 - numbers must be finite JSON numbers within 32-bit float range, which is what
   XGBoost reads (NaN, Infinity, overflow such as 1e400 and 1e300 are refused;
   strings are not coerced);
-- a categorical must be one of the schema's categories (numbers are matched by
-  their text, so ``1`` matches the category ``"1"``);
+- a categorical is one of the schema's categories (numbers are matched by their text,
+  so ``1`` matches the category ``"1"``); a category never seen in training is, by the
+  policy ``TABSERVE_UNKNOWN_CATEGORY``, read as missing (or as the feature's ``other``
+  level, where rare categories were folded in training) and counted (``missing``, the
+  default), or refused (``refuse``); an error lists at most :data:`LISTED_CATEGORIES`
+  of the allowed values (``GET /model`` has them all);
+- a date or timestamp is ISO 8601 text (``2026-12-07``, ``2026-12-07T09:30:00Z``), or
+  text in the feature's own format where ``data.formats`` gave one;
 - ``null`` (or leaving the field out) is accepted only for a nullable feature;
 - unknown fields are refused; a missing required field is named.
 """
@@ -17,11 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,8 +39,12 @@ from pydantic import (
 
 from tabserve.core.errors import MalformedRequestError, PayloadTooLargeError, RequestValidationError
 from tabserve.core.schema import FeatureSchema, FeatureSpec, category_text
+from tabserve.core.when import parse_when
 
 ROWS_FIELD = "rows"
+LISTED_CATEGORIES = 20  # allowed values an error lists at most
+UnknownPolicy = Literal["missing", "refuse"]
+UnknownHook = Callable[[str], None]
 # XGBoost reads 32-bit floats: a larger (finite, float64) number would become infinite.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -53,40 +64,113 @@ def _json_category_text(value: Any) -> Any:
     return value
 
 
-def _field_type(spec: FeatureSpec) -> Any:
+def _known_or_unknown(spec: FeatureSpec, on_unknown: UnknownHook) -> Any:
+    """A validator reading a JSON value as one of ``spec``'s categories, and text never
+    seen as missing (or the ``other`` level), reported to ``on_unknown``. A number or
+    boolean is taken where it is a category (``1`` for ``"1"``); any other is refused:
+    the documented type is text, and a wrong type is a client's error, not a new value."""
+    categories = list(spec.categories or ())
+    known = frozenset(categories)
+    instead = spec.other
+    nullable = spec.nullable
+
+    def read(value: Any) -> Any:
+        if value is None and not nullable:
+            raise ValueError("this feature may not be null")
+        text = _json_category_text(value)
+        if not isinstance(text, str) or text in known:
+            return text  # known, null, or not a category at all (the type refuses it)
+        if not isinstance(value, str):  # a number or boolean that is no category: a 422
+            raise ValueError(f"{_short(value)} is not a category; allowed: {_listed(categories)}")
+        on_unknown(spec.name)
+        return instead
+
+    return read
+
+
+def _when_text(spec: FeatureSpec) -> Any:
+    """A validator accepting a date or timestamp as ISO 8601 text, or in the feature's
+    own format (kept as given)."""
+
+    fmt = spec.format
+    example = "2026-12-07" if spec.kind == "date" else "2026-12-07T09:30:00Z"
+    written = f"ISO 8601 (e.g. {example}) or {fmt}" if fmt else f"ISO 8601 (e.g. {example})"
+
+    def check(value: str) -> str:
+        try:
+            parse_when(value, fmt)
+        except ValueError:
+            raise ValueError(f"not a {spec.kind} in {written}") from None
+        return value
+
+    return check
+
+
+def _field_type(spec: FeatureSpec, policy: UnknownPolicy, on_unknown: UnknownHook) -> Any:
     """The Pydantic type of one feature."""
     if spec.kind == "numeric":
         base: Any = Annotated[
             float,
             Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX),
         ]
+    elif spec.is_when:
+        base = Annotated[str, Field(strict=True, max_length=64), AfterValidator(_when_text(spec))]
     else:
         categories = tuple(spec.categories or ())
         if not categories:
             # A categorical with no observed category can only ever be missing.
             base = Literal[None]
-        else:
+        elif policy == "refuse" and spec.other is None:
             base = Annotated[Literal[categories], BeforeValidator(_json_category_text)]
+        else:  # unknown: missing, or the level rare values were folded into (either policy)
+            return Annotated[
+                str | None,
+                BeforeValidator(_known_or_unknown(spec, on_unknown)),
+                Field(examples=list(categories)),  # the known ones, for the documentation
+            ]
     return base | None if spec.nullable else base
 
 
-def build_row_model(schema: FeatureSchema) -> type[BaseModel]:
+def _describe(spec: FeatureSpec, policy: UnknownPolicy = "refuse") -> str:
+    if spec.kind == "numeric":
+        text = f"numeric{' (integer)' if spec.integer else ''}, observed [{spec.min}, {spec.max}]"
+    elif spec.is_when:
+        written = f"ISO 8601 or {spec.format}" if spec.format else "ISO 8601"
+        text = f"{spec.kind} ({written}), observed {spec.reference} to {spec.latest}"
+    else:
+        text = f"one of {_listed(spec.categories or [])}"
+        if spec.other is not None:
+            text += f" (any other value is read as {spec.other!r})"
+        elif policy == "missing" and spec.categories:
+            text += " (any other value is read as missing)"
+    return text + ("; may be null" if spec.nullable else "; required")
+
+
+def _listed(categories: Sequence[str]) -> str:
+    """At most :data:`LISTED_CATEGORIES` of ``categories``, saying how many there are."""
+    if len(categories) <= LISTED_CATEGORIES:
+        return str(list(categories))
+    shown = ", ".join(repr(c) for c in categories[:LISTED_CATEGORIES])
+    return f"[{shown}, …] ({len(categories)} in all: GET /model lists them)"
+
+
+def build_row_model(
+    schema: FeatureSchema,
+    policy: UnknownPolicy = "refuse",
+    on_unknown: UnknownHook | None = None,
+) -> type[BaseModel]:
     """A Pydantic model for one input row of ``schema``.
 
     Feature names are used as aliases (they may contain spaces or start with a
     digit); Python field names are positional (``f0``, ``f1``...).
     """
+    hook: UnknownHook = on_unknown or (lambda _: None)
     fields: dict[str, Any] = {}
     for index, spec in enumerate(schema.features):
         default = None if spec.nullable else ...
-        description = (
-            f"numeric{' (integer)' if spec.integer else ''}, observed [{spec.min}, {spec.max}]"
-            if spec.kind == "numeric"
-            else f"one of {spec.categories}"
-        ) + ("; may be null" if spec.nullable else "; required")
         fields[f"f{index}"] = (
-            _field_type(spec),
-            Field(default=default, alias=spec.name, description=description),
+            _field_type(spec, policy, hook),
+            Field(default=default, alias=spec.name, description=_describe(spec, policy)),
         )
     return create_model(
         "Row",
@@ -95,9 +179,14 @@ def build_row_model(schema: FeatureSchema) -> type[BaseModel]:
     )
 
 
-def build_request_model(schema: FeatureSchema, max_rows: int) -> type[BaseModel]:
+def build_request_model(
+    schema: FeatureSchema,
+    max_rows: int,
+    policy: UnknownPolicy = "refuse",
+    on_unknown: UnknownHook | None = None,
+) -> type[BaseModel]:
     """The request body model: ``{"rows": [Row, ...]}`` with 1 to ``max_rows`` rows."""
-    row_model = build_row_model(schema)
+    row_model = build_row_model(schema, policy, on_unknown)
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
@@ -128,16 +217,22 @@ def _detail(error: dict[str, Any], schema: FeatureSchema) -> dict[str, Any]:
                 detail["message"] = f"unknown field {_short(field)}"
             elif error["type"] == "missing":
                 detail["message"] = f"required field {field!r} is missing"
+            elif error["type"] == "value_error":  # our own validators' words, without Pydantic's
+                said = str(error["msg"]).removeprefix("Value error, ")
+                detail["message"] = _short_message(f"{field!r}: {said}")
             try:
                 spec = schema.feature(field)
             except KeyError:
                 spec = None
             if spec is not None and spec.kind == "categorical":
-                detail["allowed"] = list(spec.categories or [])
+                categories = spec.categories or []
+                detail["allowed"] = list(categories[:LISTED_CATEGORIES])
+                if len(categories) > LISTED_CATEGORIES:
+                    detail["allowed_count"] = len(categories)
                 if error["type"] == "literal_error":
                     detail["message"] = (
                         f"{field!r}: unknown category {_short(error.get('input'))}; "
-                        f"allowed: {spec.categories}"
+                        f"allowed: {_listed(categories)}"
                     )
             elif spec is not None and error["type"] in ("greater_than_equal", "less_than_equal"):
                 detail["message"] = (
@@ -161,13 +256,28 @@ class RequestValidator:
     Args:
         schema: the served model's FeatureSchema.
         max_rows: most rows accepted in one request (more is a 413).
+        unknown_category: ``missing`` (a category never seen in training is read as
+            missing, or as the feature's ``other`` level, and reported) or ``refuse``.
+        on_unknown: told the feature's name of every unknown category read so.
     """
 
-    def __init__(self, schema: FeatureSchema, max_rows: int) -> None:
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        max_rows: int,
+        unknown_category: UnknownPolicy = "missing",
+        on_unknown: UnknownHook | None = None,
+    ) -> None:
         self.schema = schema
         self.max_rows = max_rows
-        self.row_model = build_row_model(schema)
-        self.request_model = build_request_model(schema, max_rows)
+        self.unknown_category = unknown_category
+        self.on_unknown = on_unknown
+        self.row_model = build_row_model(schema, unknown_category, self._unknown)
+        self.request_model = build_request_model(schema, max_rows, unknown_category, self._unknown)
+
+    def _unknown(self, feature: str) -> None:
+        if self.on_unknown is not None:
+            self.on_unknown(feature)
 
     def parse_json(self, body: bytes) -> Any:
         """Decode a JSON body: UTF-8 only (RFC 8259, and what the fast path reads), no

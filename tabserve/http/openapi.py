@@ -136,15 +136,19 @@ def public_row(row: dict[str, Any], schema: FeatureSchema) -> dict[str, Any]:
     "What anonymous callers can read")."""
     properties: dict[str, Any] = {}
     for spec in schema.features:
-        kind = "number" if spec.kind == "numeric" else "string"
-        described = (
-            f"{'integer' if spec.integer else 'number'}"
-            if spec.kind == "numeric"
-            else "a category seen in training (the list: GET /model)"
-        )
-        field: dict[str, Any] = {"type": kind, "title": spec.name}
+        kind: dict[str, Any] = {"type": "number" if spec.kind == "numeric" else "string"}
+        if spec.kind == "numeric":
+            described = "integer" if spec.integer else "number"
+        elif spec.is_when and spec.format:
+            described = f"a {spec.kind}: ISO 8601 or {spec.format}"
+        elif spec.is_when:
+            kind["format"] = "date" if spec.kind == "date" else "date-time"
+            described = f"an ISO 8601 {spec.kind}"
+        else:
+            described = "a category seen in training (the list: GET /model)"
+        field: dict[str, Any] = {**kind, "title": spec.name}
         if spec.nullable:
-            field = {"anyOf": [{"type": kind}, {"type": "null"}], "title": spec.name}
+            field = {"anyOf": [kind, {"type": "null"}], "title": spec.name}
         field["description"] = described + ("; may be null" if spec.nullable else "; required")
         properties[spec.name] = field
     return {

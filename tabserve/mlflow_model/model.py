@@ -11,11 +11,16 @@ serve``, ``mlflow.pyfunc.spark_udf``. It answers through the service's own
 or ``prediction``, ``low``, ``high``), so its numbers are the ones ``POST /predict``
 gives for the same rows.
 
+A categorical value never seen in training is read as missing, as the service does by
+default; with ``TABSERVE_UNKNOWN_CATEGORY=refuse`` in the scoring process's environment
+the call fails instead, naming the columns and values.
+
 Nothing here is imported by the service: MLflow is a training dependency only.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +36,7 @@ from mlflow.types import ColSpec, Schema
 from tabserve.core.schema import FeatureSchema
 
 BUNDLE_ARTIFACT = "bundle"
+UNKNOWN_CATEGORY_ENV = "TABSERVE_UNKNOWN_CATEGORY"
 
 
 class TabularModel(PythonModel):
@@ -46,23 +52,39 @@ class TabularModel(PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Answers for ``model_input`` (columns the model does not know are ignored)."""
+        from tabserve.core.encoding import unknown_categories
         from tabserve.core.predictor import answer_columns
 
+        policy = os.environ.get(UNKNOWN_CATEGORY_ENV, "missing")
+        if policy not in ("missing", "refuse"):
+            raise ValueError(f"{UNKNOWN_CATEGORY_ENV} must be missing or refuse, not {policy!r}")
+        if policy == "refuse":
+            unknown = unknown_categories(self.predictor.schema, model_input)
+            if unknown:
+                listed = "; ".join(f"{name}: {values}" for name, values in unknown.items())
+                raise ValueError(f"categories never seen in training ({listed})")
         answers = self.predictor.predict(model_input)
         return pd.DataFrame(answer_columns(answers), index=model_input.index)
 
 
 def signature(schema: FeatureSchema, frame: pd.DataFrame) -> ModelSignature:
     """The model's signature: the raw training frame's column types (as MLflow infers
-    them, so a frame read the same way passes its checks), optional where the schema
-    says a feature may be missing; the answer's columns.
+    them, so a frame read the same way passes its checks; a date or timestamp of any
+    type), optional where the schema says a feature may be missing; the answer's
+    columns.
     """
     from mlflow.models import infer_signature
+    from mlflow.types.schema import AnyType
 
     inferred = infer_signature(frame[schema.feature_names]).inputs
     inputs = Schema(
         [
-            ColSpec(column.type, column.name, required=not schema.feature(column.name).nullable)
+            ColSpec(
+                # A date is text in a CSV and a date type in Parquet: either is taken.
+                AnyType() if schema.feature(column.name).is_when else column.type,
+                column.name,
+                required=not schema.feature(column.name).nullable,
+            )
             for column in inferred.inputs
         ]
     )

@@ -22,6 +22,7 @@ _METRICS: ServiceMetrics | None = None
 _DRIFT_METRICS: DriftMetrics | None = None
 _READY: Any = None
 _LOG_LOST: Any = None
+_UNKNOWN: Any = None
 
 # Rows per model call: 1 up to well past the default max batch size.
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -120,6 +121,7 @@ class DriftMetrics:
     missing_delta: Any
     prediction_psi: Any
     window_rows: Any
+    new_category_share: Any
 
     def publish(self, report: DriftReport, min_rows: int) -> None:
         """Set the gauges from a window's report (the PSIs once it holds ``min_rows``)."""
@@ -167,8 +169,33 @@ def drift_metrics() -> DriftMetrics:
                     "Rows in the drift windows (summed over live workers)",
                     multiprocess_mode="livesum",
                 ),
+                new_category_share=Gauge(
+                    "tabserve_feature_new_category_share",
+                    "Share of the window's rows whose value of a categorical feature was "
+                    "never seen in training (largest among live workers)",
+                    labelnames=["feature"],
+                    multiprocess_mode="livemax",
+                ),
             )
         return _DRIFT_METRICS
+
+
+def unknown_categories() -> Any:
+    """``tabserve_unknown_category_total{feature}``: values of a categorical feature
+    outside the categories the model keeps (never seen in training, or folded into its
+    ``other`` level), read as missing or as that level, and answered."""
+    global _UNKNOWN
+    with _LOCK:
+        if _UNKNOWN is None:
+            from prometheus_client import Counter
+
+            _UNKNOWN = Counter(
+                "tabserve_unknown_category",
+                "Values of a categorical feature outside the categories the model keeps, "
+                "answered as missing or as the feature's other level",
+                labelnames=["feature"],
+            )
+        return _UNKNOWN
 
 
 def inference_log_lost() -> Any:

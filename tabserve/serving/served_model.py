@@ -100,7 +100,6 @@ class ServedModel:
             logger.error("model %s refused, the service will not become ready: %s", stored, exc)
             ready_gauge().set(0)
             return
-        self.validator = RequestValidator(self.predictor.schema, self.settings.max_rows)
         self.metrics = service_metrics()
         if self.predictor.regression:
             self.metrics.use_value_buckets(self.predictor.schema.target.quantiles)
@@ -109,6 +108,12 @@ class ServedModel:
             logger.warning("model %s has no drift reference: no drift gauges", stored)
         self.monitor = Monitor(
             self.metrics, self.settings, reference, self.predictor.schema, self.model_version
+        )
+        self.validator = RequestValidator(
+            self.predictor.schema,
+            self.settings.max_rows,
+            self.settings.unknown_category,
+            on_unknown=self.monitor.unknown_category,
         )
         ready_gauge().set(1)
         lineage = self.predictor.lineage

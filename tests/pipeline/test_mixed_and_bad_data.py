@@ -20,26 +20,13 @@ from tests.pipeline.conftest import (
     mlflow_client,
     pipeline_env,
     run,
+    served_answers,
     set_params,
     stages_run,
 )
 from tests.support import REPO
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def penguins(make_repo) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """The whole pipeline on palmerpenguins written as a CSV with its row index."""
-    # Two trials: this is about the data's path through the stages, not about tuning.
-    repo = make_repo(
-        "penguins",
-        {"data.source": "data/sources/penguins.csv", "data.target": "species", "tune.n_trials": 2},
-    )
-    # Written with its index: the unnamed row-number column must be dropped, not learnt.
-    load_penguins().to_csv(repo / "data/sources/penguins.csv", index=True)
-    commit(repo, "penguins")
-    return repo, run(repo, "dvc", "repro")
 
 
 def test_penguins_with_id_column_categoricals_and_missing_values(penguins) -> None:
@@ -75,18 +62,9 @@ def test_penguins_with_id_column_categoricals_and_missing_values(penguins) -> No
     logged = client.get_run(run_id).data
     assert logged.metrics["data_max_feature_score"] < 0.99
     report = json.loads((repo / "data/prepared/report.json").read_text())
-    assert {f["feature"] for f in report["leakage"]["features"]} == set(schema.feature_names)
+    scored = {f["source"] for f in report["leakage"]["features"]}
+    assert scored == set(schema.feature_names)
     assert json.loads((repo / "data/prepared/feature_scores.json").read_text())
-
-
-def _served_answers(repo: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """What `POST /predict` answers for ``frame``: the service's predictor on the bundle,
-    as table columns (``label``, ``proba_<class>``)."""
-    from tabserve.core.predictor import Predictor, answer_columns
-
-    predictor = Predictor.from_bundle(repo / ".bentoml/models/tabserve/v1", version="v1")
-    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    return pd.DataFrame(answer_columns(predictor.predict(rows)), index=frame.index)
 
 
 def test_registered_champion_scores_raw_frames_like_the_service(penguins) -> None:
@@ -105,13 +83,13 @@ def test_registered_champion_scores_raw_frames_like_the_service(penguins) -> Non
     model = mlflow.pyfunc.load_model("models:/tabserve@champion")
     parquet = pd.read_parquet(repo / "data/prepared/test.parquet").drop(columns=["species"])
     assert str(parquet["island"].dtype) == "str"  # pandas 3's text dtype, as read
-    expected = _served_answers(repo, parquet)
+    expected = served_answers(repo, parquet)
     pd.testing.assert_frame_equal(model.predict(parquet), expected, check_dtype=False)
     csv = repo / "test.csv"
     parquet.to_csv(csv, index=False)
     from_csv = pd.read_csv(csv)
     pd.testing.assert_frame_equal(
-        model.predict(from_csv), _served_answers(repo, from_csv), check_dtype=False
+        model.predict(from_csv), served_answers(repo, from_csv), check_dtype=False
     )
     as_objects = parquet.astype({"island": object, "sex": object})
     pd.testing.assert_frame_equal(model.predict(as_objects), expected, check_dtype=False)
@@ -156,7 +134,7 @@ def test_registered_model_carries_only_the_core_and_its_own_layer(penguins, tmp_
     assert str(REPO) not in seen["tabserve"] and "code" in seen["tabserve"]
     assert seen["security"] is False
     test = pd.read_parquet(repo / "data/prepared/test.parquet").drop(columns=["species"]).head(5)
-    assert seen["labels"] == [str(v) for v in _served_answers(repo, test)["label"]]
+    assert seen["labels"] == [str(v) for v in served_answers(repo, test)["label"]]
 
 
 def test_mlflow_models_serve_answers_like_the_service(penguins) -> None:
@@ -180,7 +158,7 @@ def test_mlflow_models_serve_answers_like_the_service(penguins) -> None:
         response = httpx.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
         assert response.status_code == 200, response.text
         served = pd.DataFrame(response.json()["predictions"])
-        expected = _served_answers(repo, test).reset_index(drop=True)
+        expected = served_answers(repo, test).reset_index(drop=True)
         pd.testing.assert_frame_equal(served, expected, check_dtype=False)
 
 

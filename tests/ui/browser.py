@@ -70,6 +70,9 @@ def fill_form(page: Any, model: TestModel, row: dict[str, Any]) -> None:
         value = row[spec.name]
         if spec.kind == "numeric":
             box.locator("input").fill(str(int(value) if spec.integer else value))
+        elif spec.is_when:  # the date picker's text box, typed into and submitted
+            box.locator("input").first.fill(str(value))
+            box.locator("input").first.press("Enter")
         else:
             box.locator("input").click()
             box.locator(f'[role="option"][aria-label="{value}"]').click()

@@ -2,8 +2,9 @@
 module here (it takes about 15 s to start).
 
 Penguins is multiclass with categoricals (dropdowns), integer features and missing
-values. The server runs with its own BentoML home, secret and users file, and with
-small batch limits so that the limit messages are cheap to trigger.
+values, and here a date (a date picker: when each bird was observed, seeded random).
+The server runs with its own BentoML home, secret and users file, and with small batch
+limits so that the limit messages are cheap to trigger.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from pydantic import SecretStr
 
@@ -42,9 +45,13 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
     import palmerpenguins
 
     root = tmp_path_factory.mktemp("ui")
+    penguins = palmerpenguins.load_penguins()
+    days = np.random.default_rng(3).integers(0, 700, len(penguins))
+    observed = pd.Timestamp("2007-11-01") + pd.to_timedelta(days, unit="D")
+    penguins.insert(1, "observed", [d.date().isoformat() for d in observed])
     model = import_test_model(
         root / "bentoml",
-        palmerpenguins.load_penguins(),
+        penguins,
         "species",
         {"objective": "multi:softprob", "num_class": 3},
         tag="tabserve:v2",

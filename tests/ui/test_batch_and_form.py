@@ -68,7 +68,8 @@ def test_form_values_and_rows_round_trip(penguins: Any) -> None:
 
 def test_a_csv_is_validated_like_the_api_and_the_rest_is_scored(penguins: Any) -> None:
     model, predictor = penguins
-    validator = RequestValidator(model.schema, max_rows=1000)
+    # Under TABSERVE_UNKNOWN_CATEGORY=refuse: a new island is refused like a bad number.
+    validator = RequestValidator(model.schema, max_rows=1000, unknown_category="refuse")
     names = model.schema.feature_names
     good = [r for r in model.rows[:12] if r["sex"] is not None][:6]
     bad = [
@@ -171,3 +172,17 @@ def test_gradio_queue_polls_slowly_where_gradio_lets_it(caplog: pytest.LogCaptur
 
     assert slow_queue_polling(Renamed()) is False
     assert "polling interval is Gradio's" in caplog.text
+
+
+def test_a_new_category_in_a_csv_is_scored_as_missing_by_default(penguins: Any) -> None:
+    model, predictor = penguins
+    seen: list[str] = []
+    validator = RequestValidator(model.schema, max_rows=1000, on_unknown=seen.append)
+    names = model.schema.feature_names
+    row = next(r for r in model.rows if r["sex"] is not None)
+    cells = [["Atlantis" if n == "island" else row[n] for n in names]]
+    result = score_frame(read_csv(_csv(names, cells), 1 << 20, 100), predictor, validator)
+    assert result.rejected.empty and seen == ["island"]
+    (answer,) = predictor.predict([{**row, "island": None}])
+    assert list(result.scored["label"]) == [answer["label"]]
+    assert list(result.scored["island"]) == ["Atlantis"]  # the file's own cell, as sent

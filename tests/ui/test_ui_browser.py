@@ -128,13 +128,17 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
             wait_for(lambda: shown_answer(page) is not None, True, "the first prediction")
             assert shown_answer(page) != answer  # the defaults give another answer
             fill_form(page, model, row)
+            observed = page.locator('[id="feature-observed"] input').first
+            assert observed.input_value() == row["observed"]  # a date typed into its picker
             page.click("#ui-predict")
             wait_for(lambda: shown_answer(page), answer, "probabilities shown vs POST /predict")
             assert f"Predicted label: {answer['label']}" in page.inner_text("#ui-label")
             page.wait_for_selector("#ui-proba-chart .js-plotly-plot", timeout=WAIT_MS)
             page.wait_for_selector("#ui-contrib-chart .js-plotly-plot", timeout=WAIT_MS)
             page.wait_for_selector("#ui-importance-chart .js-plotly-plot", timeout=WAIT_MS)
-            assert "Model card" in page.inner_text("#ui-card")
+            card = page.inner_text("#ui-card")
+            assert "Model card" in card
+            assert "date: the model reads .year, .month, .day" in card  # under `observed`
             time.sleep(0.5)  # let plotly finish its transitions before the picture
             page.screenshot(path=str(ARTIFACTS / "ui_form.png"), full_page=True)
 
@@ -178,7 +182,8 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
             page.reload()
             page.get_by_role("tab", name="Batch (CSV)").click()
             rows = [dict(r) for r in model.rows[:8]]
-            rows[3]["island"] = "Atlantis"  # line 5 of the file (the header is line 1)
+            rows[3]["observed"] = "31/02/2008"  # line 5 (the header is line 1): no date
+            rows[5]["island"] = "Atlantis"  # a new island: answered as missing, like the API
             batch = tmp_path / "batch.csv"
             batch.write_bytes(csv_bytes(rows, {model.schema.target.name: model.targets[:8]}))
             page.set_input_files("#ui-batch-upload input[type=file]", str(batch))
@@ -199,7 +204,8 @@ def test_log_in_predict_and_score_a_csv_in_chromium(ui_server: UIServer, tmp_pat
                     table.setdefault(row_at, {})[col_at] = cell.inner_text().strip()
                 return [[r[c] for c in sorted(r)] for _, r in sorted(table.items())]
 
-            wait_for(rejected_rows, [["5", "island", reason]], "the rejected rows listed")
+            assert "not a date in ISO 8601" in reason
+            wait_for(rejected_rows, [["5", "observed", reason]], "the rejected rows listed")
             link = page.locator("#ui-batch-download a[download]")
             with page.expect_download() as download_info:
                 link.click()

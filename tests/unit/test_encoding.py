@@ -141,9 +141,7 @@ def test_numbers_for_text_categories_and_odd_values_follow_the_frame_rules() -> 
     row = frame.drop(columns=["target"]).astype(object).where(frame.notna(), None).iloc[0]
     row = row.to_dict()
     odd = [{**row, "code": 3}, {**row, "code": 3.0}, {**row, "x": "0.5"}, {**row, "x": pd.NA}]
-    assert np.array_equal(
-        schema.encode(odd), schema._encode_frame(pd.DataFrame(odd)), equal_nan=True
-    )
+    assert np.array_equal(schema.encode(odd), schema.encode(pd.DataFrame(odd)), equal_nan=True)
     assert schema.encode(odd)[0, schema.feature_names.index("code")] == float(
         schema.feature("code").categories.index("3")
     )
@@ -168,7 +166,7 @@ def test_rows_in_schema_order_and_in_any_other_order_encode_alike() -> None:
     text_in_numbers = [{**rows[0], "x": "0.5"}, {**rows[1], "x": "n/a"}]
     assert np.array_equal(
         schema.encode(text_in_numbers),
-        schema._encode_frame(pd.DataFrame(text_in_numbers)),
+        schema.encode(pd.DataFrame(text_in_numbers)),
         equal_nan=True,
     )
 

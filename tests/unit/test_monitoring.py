@@ -51,6 +51,8 @@ TABSERVE_METRICS = {
     "tabserve_prediction_drift_psi",
     "tabserve_drift_window_rows",
     "tabserve_login_attempts_total",
+    "tabserve_unknown_category_total",
+    "tabserve_feature_new_category_share",
 }
 TABSERVE_HISTOGRAMS = {"tabserve_batch_rows", "tabserve_predicted_value"}
 # BentoML 1.4's own, read from a real `bentoml serve` /metrics (labels: endpoint,
@@ -94,6 +96,7 @@ ALERTS_WANTED = {
     "TabserveHighLatencyP99",
     "TabserveFeatureDrift",
     "TabservePredictionDrift",
+    "TabserveNewCategories",
     "TabserveLoginFailureSpike",
 }
 

@@ -21,8 +21,11 @@ def schema() -> FeatureSchema:
     return MIXED_SCHEMA
 
 
-def _validator(schema: FeatureSchema, max_rows: int = 5) -> RequestValidator:
-    return RequestValidator(schema, max_rows=max_rows)
+def _validator(
+    schema: FeatureSchema, max_rows: int = 5, unknown_category: str = "refuse"
+) -> RequestValidator:
+    """Refusing unknown categories (the tests of the ``missing`` policy say so)."""
+    return RequestValidator(schema, max_rows=max_rows, unknown_category=unknown_category)  # type: ignore[arg-type]
 
 
 def _details(schema: FeatureSchema, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -180,3 +183,41 @@ def test_json_values_as_category_text() -> None:
         with pytest.raises(RequestValidationError) as info:
             validator.validate({"rows": [{"c": bad}]})
         assert info.value.details[0]["field"] == "c"
+
+
+def test_an_unknown_category_is_missing_and_reported_by_default(schema: FeatureSchema) -> None:
+    seen: list[str] = []
+    validator = RequestValidator(schema, max_rows=5, on_unknown=seen.append)
+    (row,) = validator.validate({"rows": [{**GOOD, "island": "Atlantis"}]})
+    assert row["island"] is None and seen == ["island"]
+    (fast,) = validator.validated_rows(
+        json.dumps({"rows": [{**GOOD, "island": "Atlantis"}]}).encode()
+    )
+    assert fast["island"] is None and seen == ["island", "island"]
+    assert validator.validate({"rows": [GOOD]})[0]["island"] == GOOD["island"]
+    with pytest.raises(RequestValidationError):  # null stays refused where it was
+        validator.validate({"rows": [{**GOOD, "island": None}]})
+    with pytest.raises(RequestValidationError):  # and what is no category at all
+        validator.validate({"rows": [{**GOOD, "island": ["Atlantis"]}]})
+
+
+def test_an_error_lists_at_most_20_allowed_categories() -> None:
+    import pandas as pd
+
+    from tabserve.core.schema_inference import InferenceOptions, infer_schema
+
+    frame = pd.DataFrame({"code": [f"c{i:03d}" for i in range(300)] * 2, "y": ["a", "b"] * 300})
+    folded = infer_schema(frame, "y")
+    assert len(folded.feature("code").categories or []) == 50  # 49 kept + the other level
+    # A feature with an `other` level takes any value, even under `refuse`.
+    kept = RequestValidator(folded, max_rows=5, unknown_category="refuse")
+    assert kept.validate({"rows": [{"code": "never seen"}]})[0]["code"] == "(other)"
+    options = InferenceOptions(max_categories=1000)
+    many = infer_schema(frame, "y", options=options)
+    validator = RequestValidator(many, max_rows=5, unknown_category="refuse")
+    with pytest.raises(RequestValidationError) as info:
+        validator.validate({"rows": [{"code": "never seen " * 1000}]})
+    (detail,) = info.value.details
+    assert len(detail["allowed"]) == 20 and detail["allowed_count"] == 300
+    assert len(json.dumps(info.value.details)) < 2000
+    assert "GET /model" in detail["message"]
