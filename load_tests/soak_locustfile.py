@@ -2,7 +2,7 @@
 
 Each user logs in once, then loops over single-row and batch predictions, explanations,
 the browser UI's form call, fresh logins and bad requests (each answered with the 4xx it
-deserves: a wrong category, malformed JSON, no token, an unknown path). A bad request's
+deserves: an unknown field, malformed JSON, no token, an unknown path). A bad request's
 expected 4xx counts as a success; any 5xx or a lost connection is a failure. Every
 request is written to ``TABSERVE_SOAK_LOG`` (time, name, milliseconds, status), from
 which the soak computes its percentiles per window.
