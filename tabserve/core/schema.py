@@ -33,6 +33,10 @@ WHEN_KINDS = ("date", "timestamp")
 Label = str | int
 
 
+def _unset(value: Any) -> bool:
+    return value is None
+
+
 class FeatureSpec(BaseModel):
     """One input feature as observed in the training data.
 
@@ -56,10 +60,12 @@ class FeatureSpec(BaseModel):
     median: float | None = None
     mode: str | None = None
     nullable: bool = False
-    reference: str | None = None
-    latest: str | None = None
-    other: str | None = None
-    format: str | None = None
+    # Written only when set: a schema without dates or folded categories stays readable
+    # by releases before them (a rollback of the service keeps serving newer models).
+    reference: str | None = Field(default=None, exclude_if=_unset)
+    latest: str | None = Field(default=None, exclude_if=_unset)
+    other: str | None = Field(default=None, exclude_if=_unset)
+    format: str | None = Field(default=None, exclude_if=_unset)
 
     @property
     def is_when(self) -> bool:

@@ -3,6 +3,7 @@ CSV dialects, and categories never seen in training."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tabserve.core.encoding import unknown_categories
+from tabserve.core.schema import FeatureSchema
 from tabserve.core.schema_inference import (
     OTHER,
     InferenceOptions,
@@ -199,3 +201,14 @@ def test_a_csv_that_reads_as_one_column_names_its_delimiter(tmp_path: Path) -> N
     path.write_text("a;b;label\n1;x;0\n2;y;1\n")
     with pytest.raises(DataError, match='probably uses ";" as its delimiter'):
         read_table(path, CsvParams(sep=","))
+
+
+def test_a_schema_without_dates_or_folds_is_written_as_the_release_before_wrote_it() -> None:
+    """A release before issue 37 refuses unknown keys: a schema that needs none of the
+    new fields must not write them, so a rolled-back service serves newer models."""
+    plain = infer_schema(_frame().drop(columns=["visit", "signup_ts"]), "label")
+    for feature in json.loads(plain.to_json())["features"]:
+        assert not {"reference", "latest", "other", "format"} & set(feature), feature
+    dated = infer_schema(_frame(), "label", options=InferenceOptions(max_categories=10))
+    assert FeatureSchema.model_validate_json(dated.to_json()) == dated
+    assert json.loads(dated.to_json())["features"][0]["reference"] == dated.features[0].reference
