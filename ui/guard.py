@@ -44,7 +44,7 @@ from tabserve.core.errors import (
     UnsupportedMediaTypeError,
 )
 from tabserve.http.envelope import error_response
-from tabserve.http.requests import STATE_STORE, TOKEN_ID
+from tabserve.http.requests import STATE_STORE, TOKEN_ID, replayed_body
 from tabserve.security.state import StateStore, hashed
 
 logger = logging.getLogger("tabserve.ui")
@@ -198,7 +198,7 @@ class UICallGuard:
         elif match := _EVENT_ROUTE.fullmatch(route):
             body = await self._body(scope, receive)
             await self._check_call(scope, match.group("name"), body)
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replayed_body(body, receive), send)
         elif _QUEUED_ROUTE.fullmatch(route):
             raise NotFoundError(
                 "the UI's events are plain HTTP calls (POST .../gradio_api/run/<name>); "
@@ -352,19 +352,3 @@ def _stored_paths(body: bytes) -> list[str]:
     if not isinstance(paths, list):
         return []
     return [os.path.realpath(p) for p in paths if isinstance(p, str)]
-
-
-def _replay(body: bytes, receive: Any) -> Callable[[], Any]:
-    """A ``receive`` that gives the already read body once, then the client's own
-    messages (its disconnect)."""
-    sent = False
-
-    async def replayed() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        message: dict[str, Any] = await receive()
-        return message
-
-    return replayed

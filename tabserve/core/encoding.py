@@ -53,10 +53,8 @@ class Encoder:
             else:
                 as_text = col.astype("object").map(category_text)
                 if spec.other is not None:  # a value outside the kept ones is the other level
-                    known = set(spec.categories or [])
-                    as_text = as_text.map(
-                        lambda v, o=spec.other, k=known: v if v is None or v in k else o
-                    )
+                    kept = as_text.isna() | as_text.isin(spec.categories or [])
+                    as_text = as_text.where(kept, spec.other)
                 columns[spec.name] = pd.Series(
                     pd.Categorical(as_text, categories=spec.categories or []),
                     index=frame.index,

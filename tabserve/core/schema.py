@@ -40,13 +40,13 @@ def _unset(value: Any) -> bool:
 class FeatureSpec(BaseModel):
     """One input feature as observed in the training data.
 
-        A ``date`` or ``timestamp`` feature is given as it is and becomes its parts for the
-        model (:mod:`tabserve.core.when`): ``reference`` is its earliest training value (the
-        origin of its elapsed days), ``latest`` its latest; ``format``, where ``data.formats``
-    gives one, is how its text was written besides ISO 8601 (``strftime`` codes), and is
-    taken wherever the feature is read. A categorical whose rare values
-        were folded (``prepare.max_categories``) names the level they became in ``other``,
-        the last of its categories.
+    A ``date`` or ``timestamp`` feature is given as it is and becomes its parts for the
+    model (:mod:`tabserve.core.when`): ``reference`` is its earliest training value (the
+    origin of its elapsed days), ``latest`` its latest; ``format``, where
+    ``data.formats`` gives one, is how its text was written besides ISO 8601
+    (``strftime`` codes), and is taken wherever the feature is read. A categorical whose
+    rare values were folded (``prepare.max_categories``) names the level they became in
+    ``other``, the last of its categories.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -227,7 +227,7 @@ class FeatureSchema(BaseModel):
 
     # ---- frames: tabserve/core/encoding.py -------------------------------------
     def to_frame(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-        """The model's input frame (:func:`tabserve.core.encoding.model_frame`)."""
+        """The model's input frame (:meth:`tabserve.core.encoding.Encoder.frame`)."""
         return self._encoder.frame(rows)
 
     def encode(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:

@@ -299,7 +299,7 @@ def _drop_reason(series: pd.Series, options: InferenceOptions) -> str | None:
             f"be categories (prepare.text_length: {options.text_length})"
         )
     if is_id_like(series):
-        return "id-like: unique value per row"
+        return "id-like: a unique value per row (100% of its values are distinct)"
     share = distinct_share(series)
     if _text_column(series) and share >= options.unique_share:
         return (

@@ -17,7 +17,7 @@ from pydantic import ValidatorFunctionWrapHandler, WrapValidator
 
 from tabserve.core.errors import NotReadyError, UnsupportedMediaTypeError
 from tabserve.http.instance import StateProvider
-from tabserve.http.requests import REQUEST_ID, media_type, request_state
+from tabserve.http.requests import REQUEST_ID, media_type, replayed_body, request_state
 
 JSON_API_PATHS = frozenset({"/predict", "/explain"})
 
@@ -84,16 +84,7 @@ class JsonBodyMiddleware:
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length",)] + [
             (b"content-length", str(len(HANDED_OFF_BODY)).encode())
         ]
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": HANDED_OFF_BODY, "more_body": False}
-            result: dict[str, Any] = await receive()  # only http.disconnect remains
-            return result
-
+        replay = replayed_body(HANDED_OFF_BODY, receive)
         token = _validated_rows.set(rows)
         try:
             if not serving.monitor.logging_rows:

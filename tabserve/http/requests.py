@@ -7,6 +7,7 @@ forms are read with Starlette's own helpers.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -53,3 +54,19 @@ async def read_form(request: Any) -> Any:
         raise MalformedRequestError(f"the form cannot be parsed: {exc.detail}") from None
     except (MultiPartException, ValueError, UnicodeDecodeError) as exc:
         raise MalformedRequestError(f"the form cannot be parsed: {exc}") from None
+
+
+def replayed_body(body: bytes, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI ``receive`` for an app downstream of one that has read the request body:
+    it gives ``body`` once, then the client's own messages (its disconnect)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        message: dict[str, Any] = await receive()
+        return message
+
+    return replay
