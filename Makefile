@@ -61,9 +61,10 @@ $(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
 setup: $(VENV)/.synced ## Create the locked, byte-compiled environment in .venv (installs uv if missing)
 
 .PHONY: system-deps
-system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, redis-server, prometheus, a container engine
+system-deps: ## Debian packages the tests use, if missing: chromium, postgresql, redis-server, prometheus, a JRE (Spark), a container engine
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -153,6 +154,29 @@ OUT ?= build/drift-report.html
 drift-report: setup ## HTML page (OUT) of LOG's rows against the model's training reference, PSI per feature
 	@test -n "$(LOG)" || { echo "usage: make drift-report LOG=<inference log dir or file | rows.csv | rows.parquet> [OUT=page.html]"; exit 2; }
 	TABSERVE_MODEL_TAG=$(MODEL_TAG) $(BIN)/tabserve drift-report --log "$(LOG)" --out "$(OUT)"
+
+# make score: INPUT (a .csv/.parquet file or a folder of parts) → OUTPUT (Parquet), with the
+# registry's SCORE_MODEL on ENGINE (local | spark); SCORE_ARGS for the rest, e.g.
+# SCORE_ARGS="--id-column customer_id --workers 2" or "--master spark://host:7077".
+INPUT ?=
+OUTPUT ?= build/scores.parquet
+ENGINE ?= local
+SCORE_MODEL ?= models:/$(MODEL)@champion
+SCORE_ARGS ?=
+
+.PHONY: score
+score: setup ## Score INPUT (CSV/Parquet file or folder) into OUTPUT with the @champion; ENGINE=local|spark
+	@test -n "$(INPUT)" || { echo "usage: make score INPUT=<file or folder> [OUTPUT=scores.parquet] [ENGINE=local|spark] [SCORE_ARGS=...]"; exit 2; }
+	@if [ "$(ENGINE)" = spark ]; then $(MAKE) --no-print-directory system-deps >/dev/null; fi
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
+		$(BIN)/tabserve score "$(INPUT)" "$(OUTPUT)" --model "$(SCORE_MODEL)" --engine $(ENGINE) $(SCORE_ARGS)
+
+# make bench-score: BENCH_SCORE_ARGS="--rows 1000000 --no-spark" for a shorter run.
+BENCH_SCORE_ARGS ?=
+
+.PHONY: bench-score
+bench-score: setup system-deps ## Batch-scoring benchmark (about 15 min): by hand vs local (1, 2 workers) vs Spark on 1 M and 10 M rows → load_tests/results/score/
+	$(BIN)/python -m load_tests.score_bench $(BENCH_SCORE_ARGS)
 
 .PHONY: loadtest
 loadtest: setup ## Locust against a running service (URL, USERS, SPAWN_RATE, DURATION, SHAPE=step|ramp)

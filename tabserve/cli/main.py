@@ -12,6 +12,8 @@ Examples::
     tabserve check                                         # can the service start?
     tabserve serve --port 3000                             # bentoml serve, with our settings
     tabserve drift-report --log /var/log/tabserve          # served rows vs the training data
+    tabserve score customers.csv scores.parquet            # the @champion over a file
+    tabserve score parts/ scores/ --engine spark           # ... as a Spark UDF
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tabserve.cli import local as local_command
+from tabserve.cli import score as score_command
 from tabserve.cli import serving as serving_commands
 from tabserve.cli import tokens as token_commands
 from tabserve.cli import users as user_commands
@@ -126,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the page to write (default: %(default)s)",
     )
     drift.set_defaults(handler=serving_commands.drift_report)
+    score_command.add_parser(commands)
     return parser
 
 

@@ -76,3 +76,30 @@ def answer_columns(answers: list[dict[str, Any]]) -> dict[str, list[Any]]:
     for key in answers[0]["probabilities"] if answers else ():
         columns[f"proba_{key}"] = [a["probabilities"][key] for a in answers]
     return columns
+
+
+def classification_columns(classes: list[Label], proba: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`answer_columns` of :func:`classification_answers`, as whole arrays (no dict per
+    row: a file of millions of rows is scored through this)."""
+    labels = np.array(classes, dtype=np.int64 if _all_ints(classes) else object)
+    columns: dict[str, np.ndarray] = {"label": labels[np.argmax(proba, axis=1)]}
+    for index, key in enumerate(str(c) for c in classes):
+        columns[f"proba_{key}"] = np.ascontiguousarray(proba[:, index], dtype=np.float64)
+    return columns
+
+
+def regression_columns(
+    values: np.ndarray, lows: np.ndarray, highs: np.ndarray
+) -> dict[str, np.ndarray]:
+    """:func:`answer_columns` of :func:`regression_answers`, as whole arrays."""
+    return {
+        "prediction": np.asarray(values, dtype=np.float64),
+        "low": np.asarray(lows, dtype=np.float64),
+        "high": np.asarray(highs, dtype=np.float64),
+    }
+
+
+def _all_ints(classes: list[Label]) -> bool:
+    return bool(classes) and all(
+        isinstance(c, int | np.integer) and not isinstance(c, bool) for c in classes
+    )

@@ -50,14 +50,18 @@ class Encoder:
             elif spec.is_when:
                 parts = frame_parts(col, spec.kind, spec.reference_time, spec.format)
                 columns.update({f"{spec.name}.{part}": values for part, values in parts.items()})
+            elif _has_categories(col, spec.categories or []):
+                columns[spec.name] = col  # already coded with the schema's categories
             else:
-                as_text = col.astype("object").map(category_text)
+                if pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:
+                    as_text = col  # pandas' text dtype: category_text is the identity on it
+                else:
+                    as_text = col.astype("object").map(category_text)
                 if spec.other is not None:  # a value outside the kept ones is the other level
                     kept = as_text.isna() | as_text.isin(spec.categories or [])
                     as_text = as_text.where(kept, spec.other)
                 columns[spec.name] = pd.Series(
-                    pd.Categorical(as_text, categories=spec.categories or []),
-                    index=frame.index,
+                    categorical(as_text, spec.categories or []), index=frame.index
                 )
         return pd.DataFrame(columns, index=frame.index)
 
@@ -202,6 +206,27 @@ def _cell_encoder(spec: Any) -> Callable[[Any], list[float]]:
     return numeric
 
 
+def categorical(text: Any, categories: list[str]) -> pd.Categorical:
+    """``text`` (a column of text or None) coded with exactly ``categories``: anything else
+    is missing.
+
+    By lookup of the column's distinct values (pandas 3 deprecates building a
+    ``Categorical`` from values outside its categories): a hash pass over the column,
+    then one lookup per distinct value, four times cheaper than a lookup per row.
+    """
+    codes, distinct = pd.factorize(pd.Series(text, copy=False), use_na_sentinel=True)
+    lookup = pd.Index(categories, dtype="object").get_indexer(pd.Index(distinct, dtype="object"))
+    # A missing value's code, -1, picks the appended -1.
+    return pd.Categorical.from_codes(np.append(lookup, -1)[codes], categories=categories)
+
+
+def _has_categories(column: pd.Series, categories: list[str]) -> bool:
+    """Whether ``column`` is a ``category`` of exactly ``categories``, in their order (as
+    :func:`tabserve.core.frame_checks.check_frame` gives it)."""
+    dtype = column.dtype
+    return isinstance(dtype, pd.CategoricalDtype) and list(dtype.categories) == categories
+
+
 def unknown_categories(schema: Any, frame: pd.DataFrame, listed: int = 5) -> dict[str, list[str]]:
     """Per categorical feature of ``frame``: up to ``listed`` of its values never seen in
     training (and not folded into the feature's ``other`` level), for a caller that
@@ -210,6 +235,8 @@ def unknown_categories(schema: Any, frame: pd.DataFrame, listed: int = 5) -> dic
     for spec in schema.features:
         if spec.kind != "categorical" or spec.other is not None or spec.name not in frame:
             continue
+        if _has_categories(frame[spec.name], spec.categories or []):
+            continue  # coded with the schema's categories: nothing else can be in it
         known = set(spec.categories or ())
         texts = frame[spec.name].astype("object").map(category_text).dropna().unique()
         unknown = sorted(str(text) for text in texts if text not in known)

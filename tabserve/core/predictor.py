@@ -30,7 +30,9 @@ from tabserve.core.answers import (
     answer_columns,
     class_probabilities,
     classification_answers,
+    classification_columns,
     regression_answers,
+    regression_columns,
     regression_values,
 )
 from tabserve.core.bundle import (
@@ -254,6 +256,15 @@ class Predictor:
             values = regression_values(self.booster, *self.interval, matrix)
             return regression_answers(*values, self.interval[1].coverage)
         return classification_answers(self.classes, class_probabilities(self.booster, matrix))
+
+    def answer_columns(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`answers` as whole columns (``label`` and ``proba_<class>``, or
+        ``prediction``, ``low``, ``high``): :func:`answer_columns` of the answers, without a
+        dict per row."""
+        if self.regression:
+            assert self.interval is not None
+            return regression_columns(*regression_values(self.booster, *self.interval, matrix))
+        return classification_columns(self.classes, class_probabilities(self.booster, matrix))
 
     # ---- explanations ------------------------------------------------------
     def explain(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -53,7 +53,6 @@ class TabularModel(PythonModel):
     ) -> pd.DataFrame:
         """Answers for ``model_input`` (columns the model does not know are ignored)."""
         from tabserve.core.encoding import unknown_categories
-        from tabserve.core.predictor import answer_columns
 
         policy = os.environ.get(UNKNOWN_CATEGORY_ENV, "missing")
         if policy not in ("missing", "refuse"):
@@ -63,8 +62,10 @@ class TabularModel(PythonModel):
             if unknown:
                 listed = "; ".join(f"{name}: {values}" for name, values in unknown.items())
                 raise ValueError(f"categories never seen in training ({listed})")
-        answers = self.predictor.predict(model_input)
-        return pd.DataFrame(answer_columns(answers), index=model_input.index)
+        # Whole columns, not an answer dict per row: the same numbers, a file of millions
+        # of rows at half the cost (tabserve score, spark_udf).
+        columns = self.predictor.answer_columns(self.predictor.matrix(model_input))
+        return pd.DataFrame(columns, index=model_input.index)
 
 
 def signature(schema: FeatureSchema, frame: pd.DataFrame) -> ModelSignature:

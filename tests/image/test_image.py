@@ -67,6 +67,29 @@ def test_runtime_image_has_no_build_tools(built: Built) -> None:
     assert probe.stdout.split() == ["done"], probe.stdout
 
 
+def test_batch_scoring_stays_out_of_the_image(built: Built) -> None:
+    """No Spark, MLflow or Arrow in the service's image; `tabserve score` there says what
+    it needs instead of a traceback."""
+    probe = built.run(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python",
+        "-e",
+        "TABSERVE_JWT_SECRET=" + "s" * 48,
+        built.image,
+        "-c",
+        "import importlib.util as u, subprocess, sys; "
+        "print([m for m in ('pyspark', 'mlflow', 'pyarrow') if u.find_spec(m)]); "
+        "r = subprocess.run([sys.executable, '-m', 'tabserve.cli', 'score', 'a.csv', "
+        "'b.parquet'], capture_output=True, text=True); print(r.returncode, r.stderr)",
+    )
+    assert probe.returncode == 0, probe.stderr
+    found, status = probe.stdout.splitlines()[0], probe.stdout.splitlines()[1]
+    assert found == "[]"
+    assert status.startswith("2 tabserve score: error: scoring needs the training dependencies")
+
+
 def test_without_a_secret_the_container_stops_with_the_settings_message(built: Built) -> None:
     started = time.monotonic()
     result = built.run("run", "--rm", "--read-only", "--tmpfs", "/tmp", built.image, timeout=90)

@@ -5,6 +5,8 @@ the registered model's answers, and a promotion metric that does not fit the tas
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -22,7 +24,7 @@ from tabserve.core.bundle import (
     verify_bundle,
 )
 from tabserve.core.predictor import Predictor, answer_columns
-from tests.pipeline.conftest import mlflow_client, run, set_params, stages_run
+from tests.pipeline.conftest import mlflow_client, pipeline_env, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow
 COVERAGE_TOLERANCE = 0.12  # about 2.5 standard errors on 89 test rows calibrated on 71
@@ -93,6 +95,39 @@ def test_registered_model_answers_like_the_service(repo: Path) -> None:
     expected = pd.DataFrame(answer_columns(predictor.predict(test)), index=test.index)
     pd.testing.assert_frame_equal(model.predict(test), expected)
     assert list(expected.columns) == ["prediction", "low", "high"]
+
+
+def test_batch_scoring_answers_like_the_service(repo: Path, tmp_path: Path) -> None:
+    test = pd.read_parquet(repo / "data/prepared/test.parquet").drop(columns=["target"])
+    source = tmp_path / "rows.parquet"
+    test.assign(patient=[f"p{i}" for i in range(len(test))]).to_parquet(source)
+    out = tmp_path / "scores.parquet"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tabserve.cli",
+            "score",
+            str(source),
+            str(out),
+            "--id-column",
+            "patient",
+        ],
+        cwd=repo,
+        env=pipeline_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"Scored {len(test)} of {len(test)} rows with tabserve/1" in proc.stdout
+    scored = pd.read_parquet(out)
+    assert list(scored.columns) == ["patient", "prediction", "low", "high", "model_version"]
+    predictor = Predictor.from_bundle(repo / ".bentoml/models/tabserve/v1", version="v1")
+    expected = pd.DataFrame(answer_columns(predictor.predict(test)))  # POST /predict's code
+    pd.testing.assert_frame_equal(
+        scored[["prediction", "low", "high"]], expected, check_exact=False, rtol=1e-12
+    )
 
 
 def test_a_classification_metric_for_a_regression_model_is_a_clear_error(repo: Path) -> None:
