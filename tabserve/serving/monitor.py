@@ -73,6 +73,10 @@ class Monitor:
             logger.info("writing served rows to %s", self.log.path)
         self._published = -float("inf")
         self._lock = threading.Lock()
+        # Rows added since the gauges were last computed: the publisher's cue.
+        self._stale = False
+        self._stopped = threading.Event()
+        self._publisher: threading.Thread | None = None
         # Unknown categories reported by the validator, waiting for the model call that
         # answers their rows; then in a window of about as many rows as the drift's.
         self._pending_unknown: Counter[str] = Counter()
@@ -114,24 +118,60 @@ class Monitor:
         source: str = "api",
     ) -> None:
         """Count one model call and add its rows to the drift window (the gauges are
-        refreshed at most every ``drift_publish_interval_s``)."""
+        recomputed here at most every ``drift_publish_interval_s``, and by the publisher
+        thread once that interval has passed, so that they never lag the traffic)."""
         self.metrics.record(endpoint, answers, source)
         if self._pending_unknown or self._unknown_window:
             self._count_unknown(len(matrix))
         if self.window is None or self.drift is None:
             return
         self.window.add(matrix, answers if endpoint == "predict" else None)
+        with self._lock:
+            self._stale = True
+        self.publish_if_due()
+
+    def publish_if_due(self) -> bool:
+        """Recompute the drift gauges if rows came in (or the window ages out rows) and
+        ``drift_publish_interval_s`` has passed since the last time; whether it did."""
+        if self.window is None or self.drift is None:
+            return False
         now = self._clock()
         with self._lock:
-            due = now - self._published >= self.settings.drift_publish_interval_s
+            changing = self._stale or self.settings.drift_window_s is not None
+            due = changing and now - self._published >= self.settings.drift_publish_interval_s
             if due:
-                self._published = now
+                self._published, self._stale = now, False
         if due:
             self.drift.publish(self.window.report(), self.settings.drift_min_rows)
             shares = self.new_category_shares()
             for feature in self._categorical:
                 self.drift.new_category_share.labels(feature=feature).set(shares.get(feature, 0.0))
             forget_dead_workers()  # a killed worker's gauges must not outlive it
+        return due
+
+    def start_publisher(self) -> None:
+        """Start the thread that brings the gauges up to date after traffic stops (a
+        burst's last rows were published by no model call: the interval had not passed).
+        Not needed with ``drift_publish_interval_s`` 0, where every call publishes."""
+        interval = self.settings.drift_publish_interval_s
+        if self.window is None or interval <= 0 or self._publisher is not None:
+            return
+
+        def run() -> None:
+            while not self._stopped.wait(interval):
+                try:
+                    self.publish_if_due()
+                except Exception:  # a gauge must never kill the worker; say so and go on
+                    logger.exception("publishing the drift gauges failed")
+
+        self._publisher = threading.Thread(target=run, name="tabserve-drift", daemon=True)
+        self._publisher.start()
+
+    def stop_publisher(self) -> None:
+        """Stop the publisher thread (tests; a worker's exit stops it anyway)."""
+        self._stopped.set()
+        if self._publisher is not None:
+            self._publisher.join(timeout=5)
 
     def log_rows(
         self,

@@ -109,6 +109,7 @@ class ServedModel:
         self.monitor = Monitor(
             self.metrics, self.settings, reference, self.predictor.schema, self.model_version
         )
+        self.monitor.start_publisher()
         self.validator = RequestValidator(
             self.predictor.schema,
             self.settings.max_rows,

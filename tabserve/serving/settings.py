@@ -175,7 +175,10 @@ class MonitoringSettings(BaseSettings):
         drift_min_rows: the PSI gauges appear once a window holds this many rows (a
             sample of n rows from the training distribution itself has a PSI of about
             ``(bins - 1) / n`` over 10 bins: 0.02 at 500 rows, well under the alert's 0.2).
-        drift_publish_interval_s: how often the drift gauges are recomputed, at most.
+        drift_publish_interval_s: how often the drift gauges are recomputed: at most this
+            often on the request path, and this long after the last rows came in at the
+            latest (a thread per worker), so a scrape after traffic stops reads every row
+            served; 0: on every model call.
         inference_log_dir: write every served row and answer as JSON lines here
             (``tabserve/serving/inference_log.py``); None (the default): no inference log.
         inference_log_max_bytes: size at which an inference log file is rotated.
