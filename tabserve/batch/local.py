@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 
 from tabserve.batch.model import VERSION_COLUMN, ScoringModel
 from tabserve.batch.progress import Progress, Summary, rejects_path
-from tabserve.batch.sources import Piece, Source, arrow_to_frame, frame_key
+from tabserve.batch.sources import Piece, Source, arrow_to_frame
 from tabserve.core.frame_checks import Policy, check_frame
 
 POSITION_COLUMN = "row"
@@ -51,6 +52,14 @@ class Chunk:
     unknown: dict[str, int] = field(default_factory=dict)
 
 
+def _keys(batch: pa.RecordBatch, id_column: str | None, first: int) -> pa.Array:
+    """The rows' keys, as Arrow holds them (a missing id stays null, an int64 id stays
+    exact): ``id_column``'s values, or the rows' positions from ``first``."""
+    if id_column is not None:
+        return batch.column(batch.schema.get_field_index(id_column))
+    return pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+
+
 def score_batch(
     model: ScoringModel,
     batch: pa.RecordBatch,
@@ -61,7 +70,7 @@ def score_batch(
     """Check and score one batch whose first row is row ``first`` of the input."""
     frame = arrow_to_frame(batch, model.schema)
     key_name = id_column or POSITION_COLUMN
-    keys = frame_key(frame, id_column, first)
+    keys = _keys(batch, id_column, first)
     unknown: dict[str, int] = {}
     if model.schema is not None:
         checked = check_frame(model.schema, frame, policy, model.whole)
@@ -69,10 +78,10 @@ def score_batch(
         features = checked.clean  # every row good: the common case, no copy
         if not good.all():
             features = features.loc[good].reset_index(drop=True)
-        positions = checked.rejects["position"].to_numpy()
+        positions = pa.array(checked.rejects["position"].to_numpy(dtype=np.int64))
         rejects = pa.table(
             {
-                key_name: pa.array(keys[positions]) if len(positions) else pa.array([], pa.int64()),
+                key_name: keys.take(positions),
                 "column": pa.array(checked.rejects["column"].tolist(), pa.string()),
                 "reason": pa.array(checked.rejects["reason"].tolist(), pa.string()),
             }
@@ -85,9 +94,11 @@ def score_batch(
         unknown = checked.unknown
     else:
         good = np.ones(len(frame), dtype=bool)
-        rejects = pa.table({key_name: pa.array([], pa.int64()), "column": [], "reason": []})
+        rejects = pa.table(
+            {key_name: keys.slice(0, 0), "column": pa.array([], pa.string()), "reason": []}
+        )
         answers = model.pyfunc.predict(frame[model.inputs]) if len(frame) else None
-    columns: dict[str, Any] = {key_name: pa.array(keys[good])}
+    columns: dict[str, Any] = {key_name: keys.filter(pa.array(good))}
     for name, kind in model.outputs:
         values = answers[name].to_numpy() if answers is not None else []
         columns[name] = pa.array(values, type=kind, from_pandas=True)
@@ -159,6 +170,8 @@ class AtomicParquet:
         """Append ``table`` (the first one fixes the schema)."""
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.temp, table.schema, compression="snappy")
+        elif table.schema != self.writer.schema:  # e.g. an id column typed by its batch
+            table = table.cast(self.writer.schema)
         self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.rows += table.num_rows
 
@@ -190,8 +203,17 @@ def _chunks(job: Job, workers: int) -> Iterator[Chunk]:
     gc.collect()
     gc.freeze()
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_leave_interrupts)
+    try:
         yield from _in_order(_bounded(pool, pieces, 2 * workers), job.id_column)
+    finally:  # on Ctrl-C too: the pieces not started are dropped, the running ones end
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _leave_interrupts() -> None:
+    """In a worker: Ctrl-C is the first process's to handle (one message, no traceback
+    per worker); it stops the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _bounded(
@@ -253,10 +275,11 @@ def score_local(
                 progress.update(chunk.rows)
         if schema is None:
             schema = _empty_schema(model, id_column)
-        answers.commit(schema)
+        # The rejects first: an OUTPUT in place always has its rejects beside it.
         if rejects.writer is not None:
             rejects.commit(rejects.writer.schema)
             summary.rejects = str(rejected_file)
+        answers.commit(schema)
     except BaseException:
         answers.abort()
         rejects.abort()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -18,7 +18,6 @@ import pyarrow as pa
 from tabserve.core.frame_checks import Policy
 from tabserve.core.schema import FeatureSchema
 
-DEFAULT_MODEL = "models:/tabserve@champion"
 UNKNOWN_CATEGORY_ENV = "TABSERVE_UNKNOWN_CATEGORY"
 VERSION_COLUMN = "model_version"
 _ARROW_TYPES = {
@@ -47,7 +46,11 @@ class ScoringModel:
         schema: the FeatureSchema of a tabserve model, else None.
         inputs: the columns the model reads.
         outputs: the answer columns and their Arrow types, in order.
-        whole: the inputs the signature types as integers (MLflow refuses a fraction).
+        whole: the numeric inputs the signature types as integers (MLflow refuses a
+            fraction).
+        resolved: the URI loaded: ``models:/<name>/<version>`` for an alias.
+        input_types: each input's type in the signature (MLflow's names: ``double``,
+            ``long``, ``string``, ``boolean``, ``any``...).
     """
 
     uri: str
@@ -57,6 +60,8 @@ class ScoringModel:
     inputs: list[str]
     outputs: list[tuple[str, pa.DataType]]
     whole: frozenset[str] = frozenset()
+    resolved: str = ""
+    input_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_ddl(self) -> str:
@@ -98,7 +103,9 @@ def load_scoring_model(uri: str) -> ScoringModel:
 
     try:
         version = registered_version(uri)
-        pyfunc = mlflow.pyfunc.load_model(uri)
+        # An alias resolved once: the run scores one version even if the alias moves.
+        resolved = f"models:/{version}" if version else uri
+        pyfunc = mlflow.pyfunc.load_model(resolved)
     except MlflowException as exc:
         raise ModelError(f"cannot load the model {uri}: {exc.message}") from None
     except OSError as exc:
@@ -122,9 +129,16 @@ def load_scoring_model(uri: str) -> ScoringModel:
     for column in signature.outputs.inputs:
         kind = getattr(getattr(column, "type", None), "name", "double")
         outputs.append((str(column.name), _ARROW_TYPES.get(kind, pa.float64())))
-    whole = frozenset(
-        str(column.name)
+    types = {
+        str(column.name): getattr(getattr(column, "type", None), "name", "any")
         for column in (signature.inputs.inputs if signature.inputs is not None else [])
-        if getattr(getattr(column, "type", None), "name", "") in ("long", "integer")
+    }
+    whole = frozenset(
+        name
+        for name, kind in types.items()
+        if kind in ("long", "integer")
+        and (schema is None or schema.feature(name).kind == "numeric")
     )
-    return ScoringModel(uri, version or uri, pyfunc, schema, inputs, outputs, whole)
+    return ScoringModel(
+        uri, version or uri, pyfunc, schema, inputs, outputs, whole, resolved, types
+    )

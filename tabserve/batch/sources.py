@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
@@ -196,6 +196,12 @@ def open_source(path: str | Path, delimiter: str | None = None) -> Source:
             schemas.append(meta.schema_arrow)
             rows += meta.metadata.num_rows
         columns = tuple(schemas[0].names)
+        for file, schema in zip(files, schemas, strict=True):
+            if tuple(schema.names) != columns:
+                raise InputError(
+                    f"{root}: the part files do not all have the same columns "
+                    f"({files[0].name}: {len(columns)}, {file.name}: {len(schema.names)})"
+                )
         return Source(root, tuple(files), kind, columns, rows=rows, size=size)
     sep = delimiter or sniff_delimiter(files[0])
     headers = []
@@ -207,6 +213,13 @@ def open_source(path: str | Path, delimiter: str | None = None) -> Source:
             raise InputError(f"{file}: not UTF-8 text") from None
         if not header:
             raise InputError(f"{file}: empty (a header line is needed)")
+        with file.open("rb") as handle:
+            first_line = handle.readline(1 << 20)
+        if not first_line.endswith(b"\n") and b"\r" in first_line.rstrip(b"\r"):
+            raise InputError(
+                f"{file}: no line break (\\n) after the header: lines ending in a bare CR "
+                "(old Mac files) are not read; convert them to LF or CRLF"
+            )
         headers.append(tuple(header))
     if any(h != headers[0] for h in headers):
         raise InputError(f"{root}: the part files do not all have the same header")
@@ -251,10 +264,3 @@ def _numeric_names(schema: FeatureSchema) -> frozenset[str]:
     if key not in _NUMERIC:
         _NUMERIC[key] = frozenset(s.name for s in schema.features if s.kind == "numeric")
     return _NUMERIC[key]
-
-
-def frame_key(frame: pd.DataFrame, id_column: str | None, first: int) -> Any:
-    """The rows' keys: ``id_column``'s values, or their positions in the input."""
-    if id_column is not None:
-        return frame[id_column].to_numpy()
-    return pd.RangeIndex(first, first + len(frame)).to_numpy()

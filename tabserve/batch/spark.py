@@ -47,6 +47,9 @@ def session(master: str) -> Any:
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Timestamps reach the row checks and the model as the local engine reads them
+        # (UTC), whatever the machine's time zone.
+        .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
 
@@ -57,9 +60,13 @@ def _read(spark: Any, source: Source, columns: list[str]) -> Any:
         frame = spark.read.parquet(*paths)
     else:  # every column as text, as the local engine reads it
         frame = spark.read.options(
-            header=True, sep=source.delimiter, encoding="UTF-8", mode="FAILFAST"
+            header=True,
+            sep=source.delimiter,
+            encoding="UTF-8",
+            mode="FAILFAST",
+            escape='"',  # RFC 4180 (and Arrow's): a quote in a value is doubled
         ).csv(paths)
-    return frame.select(*[f"`{c}`" for c in columns], "_metadata")
+    return frame.select(*[f"`{c}`" for c in dict.fromkeys(columns)], "_metadata")
 
 
 def _with_positions(frame: Any) -> Any:
@@ -142,6 +149,7 @@ def score_spark(
     id_column: str | None,
     policy: Policy,
     master: str = "local[*]",
+    overwrite: bool = False,
 ) -> Summary:
     """Score ``source`` into the Parquet folder ``output`` (rejects in a folder beside it)."""
     import mlflow.pyfunc
@@ -155,6 +163,7 @@ def score_spark(
     key = id_column or POSITION_COLUMN
     present = [c for c in source.columns if c in set(schema.feature_names)]
     spark = session(master)
+    spark.sparkContext.setLogLevel("ERROR")  # Spark's own warnings would drown the summary
     frame = _read(spark, source, [*present, *([id_column] if id_column else [])])
     frame = _with_positions(frame) if id_column is None else frame.drop("_metadata")
     checker = _checker(schema.to_json(), policy, sorted(model.whole), key, source.format == "csv")
@@ -162,14 +171,9 @@ def score_spark(
         StorageLevel.MEMORY_AND_DISK
     )
     good = checked.where(sf.size(REJECT_COLUMNS_FIELD) == 0)
-    features = [
-        sf.col(f"`{name}`").cast("long" if name in model.whole else "double").alias(name)
-        if schema.feature(name).kind == "numeric"
-        else sf.col(f"`{name}`")
-        for name in schema.feature_names
-    ]
+    features = [_as_signature_type(model, name) for name in schema.feature_names]
     predict = mlflow.pyfunc.spark_udf(
-        spark, model.uri, result_type=model.output_ddl, env_manager="local"
+        spark, model.resolved or model.uri, result_type=model.output_ddl, env_manager="local"
     )
     answers = good.select(sf.col(f"`{key}`"), predict(sf.struct(*features)).alias("_answer"))
     answers = answers.select(f"`{key}`", "_answer.*", sf.lit(model.version).alias(VERSION_COLUMN))
@@ -184,14 +188,15 @@ def score_spark(
     )
     rejected_output = rejects_path(output)
     try:
-        _write(answers, output)
+        # The rejects first: an OUTPUT in place always has its rejects beside it.
+        rejected = checked.where(sf.size(REJECT_COLUMNS_FIELD) > 0).count()
+        if rejected:
+            _write(rejects, rejected_output, overwrite)
+        _write(answers, output, overwrite)
     except Exception as exc:  # Spark's own error, for a person: its first line
         if "Malformed" not in str(exc):
             raise
         raise InputError(f"{source.path}: not a readable CSV (a malformed line)") from None
-    rejected = checked.where(sf.size(REJECT_COLUMNS_FIELD) > 0).count()
-    if rejected:
-        _write(rejects, rejected_output)
     total = checked.count()
     checked.unpersist()
     summary = Summary(output, model.version, f"Spark engine, {master}")
@@ -201,12 +206,31 @@ def score_spark(
     return summary
 
 
-def _write(frame: Any, output: str) -> None:
+def _as_signature_type(model: ScoringModel, name: str) -> Any:
+    """A checked column as the model's signature types it (MLflow's check refuses text
+    for a ``long`` column, as a categorical feature whose training values were numbers
+    is): numbers as doubles or whole numbers, a category as its training type (a value
+    that is no number there is one never seen in training: missing, as locally)."""
+    from pyspark.sql import functions as sf
+
+    column = sf.col(f"`{name}`")
+    declared = model.input_types.get(name, "any")
+    if model.schema is not None and model.schema.feature(name).kind == "numeric":
+        return column.cast("long" if name in model.whole else "double").alias(name)
+    spark_type = {"long": "long", "integer": "int", "double": "double", "float": "float"}
+    spark_type |= {"boolean": "boolean"}
+    if declared in spark_type:
+        return column.cast(spark_type[declared]).alias(name)
+    return column
+
+
+def _write(frame: Any, output: str, overwrite: bool = False) -> None:
     """Write ``frame`` as Parquet at ``output``: a local folder under a temporary name,
     moved into place once Spark has committed it; elsewhere Spark's commit protocol alone
-    (the folder's ``_SUCCESS`` marks it complete)."""
+    (the folder's ``_SUCCESS`` marks it complete), refusing an existing one unless
+    ``overwrite``."""
     if "://" in output:
-        frame.write.mode("overwrite").parquet(output)
+        frame.write.mode("overwrite" if overwrite else "errorifexists").parquet(output)
         return
     final = Path(output)
     temp = final.with_name(f".{final.name}.partial-{os.getpid()}")

@@ -137,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tabserve`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(load_settings(), args))
+        # A command that reads none of the service's settings (score) runs without them:
+        # scoring a file needs no JWT secret or users file.
+        settings = load_settings() if getattr(args, "needs_settings", True) else None
+        return int(args.handler(settings, args))
     except (SettingsError, UserError) as exc:
         print(f"tabserve: error: {exc}", file=sys.stderr)
         return 2

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 EMBEDDED_TRACKING = Path("mlruns") / "mlflow.db"
+# Nothing of tabserve.batch is imported to build the parser: the service's image builds it
+# too (its entrypoint is this command), and has no MLflow or pyarrow.
+DEFAULT_MODEL = "models:/tabserve@champion"
 
 
 def add_parser(commands: Any) -> None:
     """Add ``score`` to the ``tabserve`` command's subcommands."""
-    from tabserve.batch.model import DEFAULT_MODEL
-
     score = commands.add_parser(
         "score",
         help="score a CSV or Parquet file (or a folder of parts) with the registered model",
@@ -80,7 +81,7 @@ def add_parser(commands: Any) -> None:
     score.add_argument(
         "--overwrite", action="store_true", help="replace OUTPUT (and its rejects) if they exist"
     )
-    score.set_defaults(handler=run)
+    score.set_defaults(handler=run, needs_settings=False)
 
 
 def _fail(message: str) -> int:
@@ -89,7 +90,7 @@ def _fail(message: str) -> int:
 
 
 def run(settings: Any, args: argparse.Namespace) -> int:
-    """The ``score`` command (``settings`` unused: scoring needs none of the service's)."""
+    """The ``score`` command (``settings``: None, scoring needs none of the service's)."""
     try:
         from tabserve.batch.model import ModelError, load_scoring_model, unknown_policy
         from tabserve.batch.progress import rejects_path
@@ -117,6 +118,8 @@ def run(settings: Any, args: argparse.Namespace) -> int:
         model = load_scoring_model(args.model)
     except (InputError, ModelError) as exc:
         return _fail(str(exc))
+    if args.engine == "spark" and model.schema is None:
+        return _fail(f"the Spark engine scores tabserve models only; {args.model} has no schema")
     if args.id_column is not None and args.id_column not in source.columns:
         return _fail(f"{args.input} has no column {args.id_column!r} (--id-column)")
     if model.schema is not None:
@@ -140,6 +143,9 @@ def run(settings: Any, args: argparse.Namespace) -> int:
         summary = _run_engine(args, source, model, output, policy)
     except InputError as exc:  # found mid-run (a malformed CSV line): nothing was written
         return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("tabserve score: interrupted; no output written", file=sys.stderr)
+        return 130
     print(summary.text())
     return 0
 
@@ -151,7 +157,13 @@ def _run_engine(args: argparse.Namespace, source: Any, model: Any, output: str, 
         from tabserve.batch.spark import score_spark
 
         return score_spark(
-            source, model, output, id_column=args.id_column, policy=policy, master=args.master
+            source,
+            model,
+            output,
+            id_column=args.id_column,
+            policy=policy,
+            master=args.master,
+            overwrite=args.overwrite,
         )
     from tabserve.batch.local import score_local
 

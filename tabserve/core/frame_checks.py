@@ -117,10 +117,9 @@ def _numeric(
         bad.append((position, f"{_short(column.iloc[position])} is not a number"))
     for position in np.flatnonzero(out_of_range):
         bad.append(
-            (
-                position,
-                f"{_short(column.iloc[position])} is not a finite number within float32 range",
-            )
+            # The number as read (text "1e39" and a parsed 1e39 alike): the same reason
+            # whichever way a batch was read.
+            (position, f"{float(array[position])!r} is not a finite number within float32 range")
         )
     fraction = np.zeros_like(unreadable)
     if whole:

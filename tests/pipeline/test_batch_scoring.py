@@ -38,6 +38,7 @@ BAD = {  # row id: (column, text) written into the input
     7: ("year", "2008.5"),
 }
 UNKNOWN_ISLAND = 4  # Atlantis: never seen, read as missing (or refused under `refuse`)
+NO_ID = 10
 
 
 def score(repo: Path, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -61,6 +62,7 @@ def parts(penguins, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     for row, (column, text) in BAD.items():
         raw.loc[row, column] = text
     raw.loc[UNKNOWN_ISLAND, "island"] = "Atlantis"
+    raw.loc[NO_ID, "penguin_id"] = ""  # a row without its id is still scored, its key null
     folder = tmp_path_factory.mktemp("score") / "parts"
     folder.mkdir()
     raw.iloc[:150].to_csv(folder / "part-00000.csv", index=False)
@@ -110,6 +112,7 @@ def test_the_local_engine_answers_like_the_service_and_rejects_bad_rows(
     ]
     assert set(scored["model_version"].astype(str)) == {"tabserve/1"}
     assert not set(scored["penguin_id"]) & {str(r) for r in BAD}
+    assert scored["penguin_id"].isna().sum() == 1 and len(scored) == total - bad
 
     rejects = pd.read_parquet(tmp_path / "scores.rejects.parquet")
     reasons = {(int(r.penguin_id), r.column): r.reason for r in rejects.itertuples()}

@@ -200,6 +200,18 @@ def test_an_unusable_input_is_named_before_any_work(tmp_path: Path, make, messag
         open_source(make(tmp_path))
 
 
+def test_parts_with_other_columns_and_bare_cr_lines_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(pa.table({"a": [1], "b": [2]}), folder / "part-0.parquet")
+    pq.write_table(pa.table({"a": [1]}), folder / "part-1.parquet")
+    with pytest.raises(InputError, match="do not all have the same columns"):
+        open_source(folder)
+    old_mac = _file(tmp_path / "mac.csv", b"a,b\r1,2\r3,4\r")
+    with pytest.raises(InputError, match="no line break"):
+        open_source(old_mac)
+
+
 def test_a_malformed_csv_line_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "rows.csv"
     path.write_text("a,b\n1,2\n3\n")
@@ -229,3 +241,26 @@ def test_plain_progress_lines_and_the_summary() -> None:
     text = summary.text()
     assert "Scored 8 of 10 rows with tabserve/3 (local engine, 2 workers)" in text
     assert "Rejected 2 rows (the row, the column, the reason): out.rejects.parquet" in text
+
+
+def test_the_command_builds_without_the_scoring_dependencies() -> None:
+    """The service's image runs `tabserve` (its entrypoint) without MLflow, pyarrow or
+    pyspark: building the parser, `score` included, must not import them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def guard(name, *args, **kwargs):\n"
+        "    if name.split('.')[0] in ('pyarrow', 'mlflow', 'pyspark'):\n"
+        "        raise ModuleNotFoundError(name)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = guard\n"
+        "from tabserve.cli.main import build_parser\n"
+        "args = build_parser().parse_args(['score', 'in.csv', 'out.parquet'])\n"
+        "print(args.model)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "models:/tabserve@champion"
