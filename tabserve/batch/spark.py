@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 
 from tabserve.batch.local import POSITION_COLUMN
 from tabserve.batch.model import VERSION_COLUMN, ScoringModel
@@ -93,9 +94,29 @@ def _with_positions(frame: Any) -> Any:
     )
 
 
-def _checker(schema_json: str, policy: Policy, whole: list[str], key: str, text_input: bool) -> Any:
+class CountsParam(AccumulatorParam):
+    """Counts per name, summed over the executors' tasks (a Spark accumulator)."""
+
+    def zero(self, value: dict[str, int]) -> dict[str, int]:
+        return {}
+
+    def addInPlace(self, total: dict[str, int], more: dict[str, int]) -> dict[str, int]:  # noqa: N802 (Spark's name)
+        for name, count in more.items():
+            total[name] = total.get(name, 0) + count
+        return total
+
+
+def _checker(
+    schema_json: str,
+    policy: Policy,
+    whole: list[str],
+    key: str,
+    text_input: bool,
+    unknown: Any = None,
+) -> Any:
     """The ``mapInPandas`` function: each batch checked, features as the model reads them,
-    and per row the columns at fault and the reasons (empty for a good row)."""
+    and per row the columns at fault and the reasons (empty for a good row); the
+    categories never seen in training counted in ``unknown`` (an accumulator), if given."""
 
     def check(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         schema = schema_from_json(schema_json)
@@ -103,6 +124,8 @@ def _checker(schema_json: str, policy: Policy, whole: list[str], key: str, text_
             if text_input:  # a CSV's null tokens, as the local engine's reader reads them
                 frame = frame.mask(frame.isin(NULL_TOKENS), None)
             checked = check_frame(schema, frame, policy, whole)
+            if unknown is not None and checked.unknown:
+                unknown.add(checked.unknown)
             out = pd.DataFrame({key: frame[key].to_numpy()})
             for spec in schema.features:
                 out[spec.name] = _spark_values(spec, checked.clean[spec.name])
@@ -166,7 +189,11 @@ def score_spark(
     spark.sparkContext.setLogLevel("ERROR")  # Spark's own warnings would drown the summary
     frame = _read(spark, source, [*present, *([id_column] if id_column else [])])
     frame = _with_positions(frame) if id_column is None else frame.drop("_metadata")
-    checker = _checker(schema.to_json(), policy, sorted(model.whole), key, source.format == "csv")
+    unknown = spark.sparkContext.accumulator({}, CountsParam())
+    checker = _checker(
+        schema.to_json(), policy, sorted(model.whole), key, source.format == "csv", unknown
+    )
+
     checked = frame.mapInPandas(checker, _output_schema(schema, frame, key)).persist(
         StorageLevel.MEMORY_AND_DISK
     )
@@ -202,6 +229,9 @@ def score_spark(
     summary = Summary(output, model.version, f"Spark engine, {master}")
     summary.rows, summary.rejected_rows, summary.scored = total, rejected, total - rejected
     summary.rejects = rejected_output if rejected else None
+    # Counted once per row: the checked rows are persisted, so no task runs twice unless
+    # Spark must recompute a lost partition.
+    summary.unknown = dict(unknown.value)
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -174,6 +174,7 @@ def test_the_spark_engine_gives_the_local_engines_answers(penguins, parts, tmp_p
     proc = score(repo, str(folder), str(spark), "--engine", "spark", "--master", "local[2]")
     assert proc.returncode == 0, proc.stderr
     assert "(Spark engine, local[2])" in proc.stdout
+    assert "island (1)" in proc.stdout  # the unknown category, counted on the executors
     assert (spark / "_SUCCESS").exists()  # committed by Spark, then moved into place
     assert not list(tmp_path.glob(".spark.partial-*"))
 
