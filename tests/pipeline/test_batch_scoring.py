@@ -39,6 +39,7 @@ BAD = {  # row id: (column, text) written into the input
 }
 UNKNOWN_ISLAND = 4  # Atlantis: never seen, read as missing (or refused under `refuse`)
 NO_ID = 10
+SCORE = [sys.executable, "-m", "tabserve.cli", "score"]
 
 
 def score(repo: Path, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -268,3 +269,32 @@ def test_a_run_killed_half_way_leaves_no_output_that_looks_complete(
     assert not out.exists()
     (partial,) = tmp_path.glob(".big-scores.parquet.partial-*")  # hidden, and named so
     assert partial.name.startswith(".")
+
+
+def test_ctrl_c_stops_a_run_with_one_line_and_nothing_written(penguins, parts, tmp_path) -> None:
+    repo, _ = penguins
+    _, raw = parts
+    big = tmp_path / "big.csv"
+    pd.concat([raw.drop(index=list(BAD))] * 300, ignore_index=True).to_csv(big, index=False)
+    out = tmp_path / "interrupted.parquet"
+    proc = subprocess.Popen(
+        [*SCORE, str(big), str(out), "--workers", "2", "--batch-rows", "500"],
+        cwd=repo,
+        env=pipeline_env(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a test runner may have left SIGINT ignored for its children.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".interrupted.parquet.partial-*")):
+        assert proc.poll() is None, "finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "tabserve score: interrupted; no output written"
+    assert "Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".interrupted.parquet.partial-*"))
