@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from tabserve.batch.model import VERSION_COLUMN, ScoringModel
 from tabserve.batch.progress import Progress, Summary, rejects_path
-from tabserve.batch.sources import Piece, Source, arrow_to_frame
+from tabserve.batch.sources import Piece, Source, arrow_to_frame, numeric_features
 from tabserve.core.frame_checks import Policy, check_frame
 
 POSITION_COLUMN = "row"
@@ -130,11 +130,10 @@ class Job:
 def score_piece(job: Job, piece: Piece) -> list[Chunk]:
     """Read, check and score one piece of the input; a row's key is its position in the
     piece until :func:`_positioned` adds the piece's first row."""
-    schema = job.model.schema
-    numeric = frozenset(s.name for s in schema.features if s.kind == "numeric") if schema else ()
+    numeric = numeric_features(job.model.schema)
     return [
         score_batch(job.model, batch, 0, job.id_column, job.policy)
-        for batch in job.source.read(piece, job.columns, job.batch_rows, frozenset(numeric))
+        for batch in job.source.read(piece, job.columns, job.batch_rows, numeric)
     ]
 
 

@@ -131,6 +131,17 @@ class Source:
             ),
         )
 
+    def estimated_rows(self) -> int | None:
+        """The row count: exact for Parquet, estimated for a CSV from its size and its
+        first lines' width (None for a file of fewer than two lines)."""
+        if self.rows is not None:
+            return self.rows
+        with self.files[0].open("rb") as handle:
+            head = handle.read(1 << 16)
+        if head.count(b"\n") < 2:
+            return None
+        return max(self.size // _bytes_per_row(head) - len(self.files), 1)
+
     def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The whole input's rows, in order, at most ``batch_rows`` at a time."""
         for piece in self.pieces(batch_rows):
@@ -234,9 +245,10 @@ def arrow_to_frame(batch: pa.RecordBatch, schema: FeatureSchema | None) -> pd.Da
     (a batch with a value that is not a number keeps that column as text, for the row
     check to name it)."""
     if schema is not None:
+        numeric = numeric_features(schema)
         arrays = []
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            if pa.types.is_string(column.type) and name in _numeric_names(schema):
+            if pa.types.is_string(column.type) and name in numeric:
                 column = _as_numbers(column)
             arrays.append(column)
         batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
@@ -256,11 +268,8 @@ def _as_numbers(column: pa.Array) -> pa.Array:
         return column
 
 
-_NUMERIC: dict[int, frozenset[str]] = {}
-
-
-def _numeric_names(schema: FeatureSchema) -> frozenset[str]:
-    key = id(schema)
-    if key not in _NUMERIC:
-        _NUMERIC[key] = frozenset(s.name for s in schema.features if s.kind == "numeric")
-    return _NUMERIC[key]
+def numeric_features(schema: FeatureSchema | None) -> frozenset[str]:
+    """The names of ``schema``'s numeric features (none without a schema)."""
+    return (
+        frozenset(s.name for s in schema.features if s.kind == "numeric") if schema else frozenset()
+    )

@@ -167,7 +167,6 @@ def _run_engine(args: argparse.Namespace, source: Any, model: Any, output: str, 
         )
     from tabserve.batch.local import score_local
 
-    rows = source.rows if source.rows is not None else _estimate_rows(source)
     return score_local(
         source,
         model,
@@ -176,16 +175,5 @@ def _run_engine(args: argparse.Namespace, source: Any, model: Any, output: str, 
         policy=policy,
         workers=args.workers,
         batch_rows=args.batch_rows,
-        progress=Progress(rows, estimated=source.rows is None),
+        progress=Progress(source.estimated_rows(), estimated=source.rows is None),
     )
-
-
-def _estimate_rows(source: Any) -> int | None:
-    """A CSV's row count, estimated from its size and its first lines' width."""
-    first = source.files[0]
-    with first.open("rb") as handle:
-        head = handle.read(1 << 16)
-    lines = head.count(b"\n")
-    if lines < 2:
-        return None
-    return max(int(source.size / (len(head) / lines)) - len(source.files), 1)
