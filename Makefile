@@ -6,6 +6,12 @@ PORT ?= 3000
 HOST ?= 0.0.0.0
 # make serve: BentoML worker processes (an integer or cpu_count); service.py reads it.
 WORKERS ?= $(or $(TABSERVE_WORKERS),1)
+# make serve: where served rows and their ground truth are kept (POST /feedback, live
+# quality); an embedded SQLite file by default, a postgresql:// URL for several replicas.
+RECORD_URL ?= $(or $(TABSERVE_RECORD_URL),sqlite:///$(CURDIR)/.tabserve/record.db)
+# make serve SHADOW=tabserve-challenger:latest: a second model scores every answered row
+# off the response path (the pipeline imports @challenger under that name); empty: none.
+SHADOW ?= $(TABSERVE_SHADOW_MODEL)
 MODEL ?= tabserve
 MODEL_TAG ?= $(MODEL):latest
 COMMA := ,
@@ -93,10 +99,11 @@ model: setup ## Train only if the BentoML store has no model yet
 	fi
 
 .PHONY: serve
-serve: model ## Set up, train if no model exists, then serve on PORT (default 3000) with WORKERS workers
+serve: model ## Set up, train if no model exists, then serve on PORT (default 3000) with WORKERS workers (SHADOW=tag: a shadow challenger)
 	$(BIN)/tabserve init-local --base-url http://localhost:$(PORT)
 	$(BIN)/tabserve check
-	TABSERVE_WORKERS=$(WORKERS) $(BIN)/tabserve serve --host $(HOST) --port $(PORT)
+	TABSERVE_WORKERS=$(WORKERS) TABSERVE_RECORD_URL=$(RECORD_URL) TABSERVE_SHADOW_MODEL=$(SHADOW) \
+		$(BIN)/tabserve serve --host $(HOST) --port $(PORT)
 
 .PHONY: requirements
 requirements: setup ## Export the runtime requirements (no training/test tools) from uv.lock to build/
@@ -154,6 +161,19 @@ OUT ?= build/drift-report.html
 drift-report: setup ## HTML page (OUT) of LOG's rows against the model's training reference, PSI per feature
 	@test -n "$(LOG)" || { echo "usage: make drift-report LOG=<inference log dir or file | rows.csv | rows.parquet> [OUT=page.html]"; exit 2; }
 	TABSERVE_MODEL_TAG=$(MODEL_TAG) $(BIN)/tabserve drift-report --log "$(LOG)" --out "$(OUT)"
+
+# make live-report SNAPSHOT=1: also evidence/live.json, what `promote.evidence: live` reads.
+SNAPSHOT ?=
+# make export-labelled: where the labelled served rows go (a .parquet or .csv).
+LABELLED ?= data/sources/served.parquet
+
+.PHONY: live-report
+live-report: setup ## Champion vs its shadow on the same labelled live rows: build/live-report.html (SNAPSHOT=1: evidence/live.json too)
+	TABSERVE_RECORD_URL=$(RECORD_URL) $(BIN)/tabserve live-report $(if $(SNAPSHOT),--snapshot)
+
+.PHONY: export-labelled
+export-labelled: setup ## The labelled served rows (features and truths) as a dataset to train on (LABELLED=path)
+	TABSERVE_RECORD_URL=$(RECORD_URL) TABSERVE_MODEL_TAG=$(MODEL_TAG) $(BIN)/tabserve export-labelled "$(LABELLED)"
 
 # make score: INPUT (a .csv/.parquet file or a folder of parts) → OUTPUT (Parquet), with the
 # registry's SCORE_MODEL on ENGINE (local | spark); SCORE_ARGS for the rest, e.g.

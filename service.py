@@ -45,6 +45,13 @@ class Tabserve(ServedModel):
     """Predictions, explanations and the model card of the served champion."""
 
     model_ref = bentoml.models.BentoModel(PROCESS.settings.model_tag)
+    # A shadow challenger (TABSERVE_SHADOW_MODEL): scores every answered row, off the
+    # response path, for the record; None without one.
+    shadow_ref = (
+        bentoml.models.BentoModel(PROCESS.settings.shadow_model)
+        if PROCESS.settings.shadow_model
+        else None
+    )
 
     @bentoml.api(
         batchable=True,

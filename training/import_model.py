@@ -1,10 +1,12 @@
-"""Stage `import`: the ``@champion`` model goes into the BentoML model store with its lineage.
+"""Stage `import`: the ``@champion`` model goes into the BentoML model store with its lineage,
+and the ``@challenger`` beside it (what ``TABSERVE_SHADOW_MODEL`` can run as a shadow).
 
 The BentoML model ``<model_name>:v<registry version>`` holds a bundle (see
 ``tabserve/core/bundle.py``): the native booster, the schema, sample test rows and
 ``lineage.json`` (MLflow run and registry version, DVC data md5, git commit,
-params, test metrics, model sha256). Re-importing makes it the store's latest.
-Output: ``registry/bento_model.json``.
+params, test metrics, model sha256). Re-importing makes it the store's latest. The
+challenger goes in as ``<model_name>-challenger:v<registry version>``, never the served
+``<model_name>:latest``. Output: ``registry/bento_model.json``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from tabserve.core.bundle import (
     write_bundle,
 )
 from training.params import load_params
-from training.register import CHAMPION
+from training.register import CHALLENGER, CHAMPION
 
 log = logging.getLogger("training.import")
 
 BENTO_MODEL_PATH = Path("registry/bento_model.json")
 
 
-def champion_lineage(mv: Any, model_name: str) -> Lineage:
+def champion_lineage(mv: Any, model_name: str, alias: str = CHAMPION) -> Lineage:
     """Lineage of a registered model version, from the tags the register stage wrote."""
     tags = mv.tags
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC).isoformat()
@@ -50,13 +52,17 @@ def champion_lineage(mv: Any, model_name: str) -> Lineage:
         model_sha256=tags["model_sha256"],
         files_sha256=json.loads(tags.get("files_sha256", "{}")),
         created_at=created,
-        registry_alias=CHAMPION,
+        registry_alias=alias,
         mlflow_model_uri=f"models:/{model_name}/{mv.version}",
     )
 
 
-def import_champion(model_name: str) -> dict[str, str]:
-    """Copy ``models:/<model_name>@champion`` into the BentoML store; return its tag and hash.
+def import_champion(
+    model_name: str, alias: str = CHAMPION, bento_name: str | None = None
+) -> dict[str, str]:
+    """Copy ``models:/<model_name>@<alias>`` into the BentoML store as
+    ``<bento_name>:v<version>`` (``bento_name`` defaults to ``model_name``); return its tag
+    and hash.
 
     Raises:
         BundleIntegrityError: the downloaded model does not match its recorded sha256.
@@ -65,8 +71,8 @@ def import_champion(model_name: str) -> dict[str, str]:
     import mlflow
 
     client = mlflow.MlflowClient()
-    mv = client.get_model_version_by_alias(model_name, CHAMPION)
-    lineage = champion_lineage(mv, model_name)
+    mv = client.get_model_version_by_alias(model_name, alias)
+    lineage = champion_lineage(mv, model_name, alias)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(
             mlflow.artifacts.download_artifacts(
@@ -83,7 +89,7 @@ def import_champion(model_name: str) -> dict[str, str]:
         )
         schema = read_schema(files)
         examples = json.loads(Path(examples_file).read_text())
-        tag = bentoml.Tag(model_name, f"v{mv.version}")
+        tag = bentoml.Tag(bento_name or model_name, f"v{mv.version}")
         try:
             bentoml.models.delete(
                 tag
@@ -94,7 +100,11 @@ def import_champion(model_name: str) -> dict[str, str]:
         metadata = {k: v for k, v in lineage.model_dump().items() if k not in ("params",)}
         with bentoml.models.create(
             tag,
-            labels={"registry_version": str(mv.version), "alias": CHAMPION, "stage": "production"},
+            labels={
+                "registry_version": str(mv.version),
+                "alias": alias,
+                "stage": "production" if alias == CHAMPION else "staging",
+            },
             metadata=metadata,
             module="tabserve.core.bundle",
         ) as bento_model:
@@ -113,6 +123,18 @@ def import_champion(model_name: str) -> dict[str, str]:
     }
 
 
+def import_challenger(model_name: str) -> dict[str, str] | None:
+    """``@challenger`` as ``<model_name>-challenger:v<N>`` (a shadow for the champion:
+    ``make serve SHADOW=<model_name>-challenger:latest``); None when no version has it."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().get_model_version_by_alias(model_name, CHALLENGER)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return import_champion(model_name, CHALLENGER, f"{model_name}-challenger")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: import ``@champion`` into the BentoML store, write ``registry/bento_model.json``."""
     from training.environment import configure_logging, configure_mlflow, use_bentoml_home
@@ -128,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     home = use_bentoml_home()
     configure_mlflow(params.registry.experiment)
+    name = params.registry.model_name
     try:
-        record = import_champion(params.registry.model_name)
+        record = import_champion(name)
+        challenger = import_challenger(name)
     except BundleIntegrityError as exc:
         log.error("import refused: %s", exc)
         return 1
+    if challenger is not None:
+        record["challenger_tag"] = challenger["tag"]
     BENTO_MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
     BENTO_MODEL_PATH.write_text(
         json.dumps(record | {"bentoml_home": str(home)}, indent=2, sort_keys=True) + "\n"

@@ -140,6 +140,9 @@ class RegistryParams(_Strict):
 
 class PromoteParams(_Strict):
     metric: Literal["auto", "accuracy", "roc_auc", "log_loss", "f1", "rmse", "mae", "r2", "mape"]
+    evidence: Literal["test", "live"] = "test"
+    min_live_rows: int = Field(default=200, ge=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
 
     def metric_for(self, task: str) -> str:
         """The metric to compare on for ``task`` (``classification`` or ``regression``).

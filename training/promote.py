@@ -1,9 +1,14 @@
-"""Stage `promote`: challenger vs ``@champion`` on the frozen test set.
+"""Stage `promote`: challenger vs ``@champion`` on the frozen test set, or on live evidence.
 
-``@champion`` moves to the challenger only when it is at least as good on
-``promote.metric`` (the first model always becomes champion). The decision is
-written to ``registry/promotion.json`` and to MLflow (a ``promote`` run and tags
-on the challenger's version).
+``promote.evidence: test`` (the default): ``@champion`` moves to the challenger only when
+it is at least as good on ``promote.metric`` (the first model always becomes champion).
+``promote.evidence: live``: only when the challenger, run as the champion's shadow, is
+better on the live rows of ``evidence/live.json`` (``tabserve live-report --snapshot``):
+at least ``promote.min_live_rows`` labelled rows and a paired test's p-value under
+``promote.alpha`` (``tabserve/core/live_evidence.py``). The snapshot is a dependency of
+the stage, so ``dvc repro`` re-runs it when the evidence changes, and the same snapshot
+gives the same decision. The decision is written to ``registry/promotion.json`` and to
+MLflow (a ``promote`` run and tags on the challenger's version).
 
 ``python -m training.promote rollback --to VERSION`` points ``@champion`` back at
 an earlier registered version (recorded in MLflow too) and imports it into the
@@ -30,6 +35,7 @@ from training.register import CHALLENGER, CHAMPION
 log = logging.getLogger("training.promote")
 
 PROMOTION_PATH = Path("registry/promotion.json")
+LIVE_EVIDENCE_PATH = Path("evidence/live.json")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Decision:
     challenger_score: float | None
     champion_version: str | None
     champion_score: float | None
+    evidence: str = "test"
 
     @property
     def champion_after(self) -> str | None:
@@ -113,6 +120,28 @@ def score_version(
     return evaluate(predictor, test).metrics.get(metric)
 
 
+def live_decision(promote: Any, challenger: str, champion: str) -> Decision:
+    """The decision ``promote.evidence: live`` makes from ``evidence/live.json``."""
+    from tabserve.core.live_evidence import Snapshot, compare, decide_live
+
+    snapshot = Snapshot.read(LIVE_EVIDENCE_PATH)
+    comparison = compare(snapshot)
+    verdict = decide_live(
+        comparison, snapshot, challenger, champion, promote.min_live_rows, promote.alpha
+    )
+    figure = next((f for f in comparison.figures if f.metric == comparison.primary), None)
+    return Decision(
+        verdict.promote,
+        verdict.reason,
+        f"live_{comparison.primary}",
+        challenger,
+        None if figure is None else figure.shadow,
+        champion,
+        None if figure is None else figure.champion,
+        evidence="live",
+    )
+
+
 def record_decision(decision: Decision, model_name: str, experiment: str) -> None:
     """Write the decision to ``registry/promotion.json``, MLflow and the registry aliases."""
     import mlflow
@@ -136,6 +165,7 @@ def record_decision(decision: Decision, model_name: str, experiment: str) -> Non
                 "challenger_version": decision.challenger_version,
                 "champion_before": str(decision.champion_version),
                 "champion_after": str(decision.champion_after),
+                "evidence": decision.evidence,
             }
         )
         scores = {"challenger": decision.challenger_score, "champion": decision.champion_score}
@@ -178,6 +208,16 @@ def run_promotion(args: argparse.Namespace) -> int:
     client = mlflow.MlflowClient()
     challenger = str(client.get_model_version_by_alias(name, CHALLENGER).version)
     champion = current_champion(client, name)
+    if params.promote.evidence == "live" and champion is not None and champion != challenger:
+        decision = live_decision(params.promote, challenger, champion)
+        record_decision(decision, name, params.registry.experiment)
+        log.info(
+            "%s (live evidence): %s → @champion is version %s",
+            "PROMOTED" if decision.promoted else "KEPT CHAMPION",
+            decision.reason,
+            decision.champion_after,
+        )
+        return 0
     test = pd.read_parquet(args.prepared / "test.parquet")
     challenger_score = score_version(name, challenger, schema, test, metric)
     champion_score = None

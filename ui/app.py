@@ -25,9 +25,9 @@ from tabserve.core.predictor import Predictor
 from tabserve.core.validation import ROWS_FIELD, RequestValidator
 from tabserve.http.requests import REQUEST_ID, SCOPES
 from tabserve.security.scopes import grants
-from tabserve.serving.monitor import Monitor
+from tabserve.serving.monitor import Monitor, named_answers
 from ui.batch import REJECTED_COLUMNS, BatchError, read_csv, score_frame
-from ui.card import card_markdown
+from ui.card import card_markdown, shadow_markdown
 from ui.charts import (
     contribution_chart,
     empty_chart,
@@ -169,12 +169,13 @@ def build_blocks(
             blank = empty_chart(blank_title, "fix the form to see a prediction")
             return (no_answer, _validation_message(error), blank, "", None)
         matrix = predictor.matrix(clean)
-        answers = predictor.answers(matrix)
+        answers = named_answers(predictor.answers(matrix), _request_id(request))
         if monitor is not None:
             monitor.observe("predict", matrix, answers, source="ui")
             monitor.log_rows(
                 clean, answers, request_id=_request_id(request), endpoint="predict", source="ui"
             )
+            monitor.record(clean, answers, "predict", source="ui")
         answer = answers[0]
         raw = json.dumps(answer)
         if regression:
@@ -302,6 +303,9 @@ def build_blocks(
                         )
                     with gr.Column():
                         gr.Markdown(card_markdown(card), elem_id="ui-card")
+                        shadow_card = None
+                        if monitor is not None and monitor.shadow is not None:
+                            shadow_card = gr.Markdown(shadow_markdown(monitor), elem_id="ui-shadow")
             with gr.Tab("Batch (CSV)", id="batch", elem_id="tab-batch"):
                 gr.Markdown(
                     "Upload a CSV whose header names the model's features "
@@ -353,6 +357,13 @@ def build_blocks(
             queue=False,
         )
         example_btn.click(random_example, inputs=None, outputs=[*inputs, note], queue=False)
+        if shadow_card is not None:  # how the shadow is doing, at every page load
+            blocks.load(
+                lambda: shadow_markdown(monitor),
+                outputs=shadow_card,
+                api_name="shadow_card",
+                queue=False,
+            )
         upload.upload(
             score,
             inputs=upload,

@@ -19,9 +19,12 @@ from tabserve.core.errors import RequestValidationError
 from tabserve.core.predictor import answer_columns
 from tabserve.core.schema import FeatureSchema, FeatureSpec
 from tabserve.core.validation import ROWS_FIELD, RequestValidator
-from tabserve.serving.monitor import Monitor
+from tabserve.serving.monitor import Monitor, named_answers
 
 LINE_COLUMN = "line"
+# Each scored row's id, as POST /feedback takes it back ("answer_id" when the CSV has an
+# "id" column of its own).
+ID_COLUMN = "id"
 REJECTED_COLUMNS = (LINE_COLUMN, "field", "reason")
 
 
@@ -161,12 +164,15 @@ def score_frame(
     scored.insert(0, LINE_COLUMN, [i + 2 for i in valid_index])
     if valid_rows:
         matrix = predictor.matrix(valid_rows)
-        answers = predictor.answers(matrix)
+        answers = named_answers(predictor.answers(matrix), request_id)
         if monitor is not None:
             monitor.observe("predict", matrix, answers, source="ui")
             monitor.log_rows(
                 valid_rows, answers, request_id=request_id, endpoint="predict", source="ui"
             )
+            monitor.record(valid_rows, answers, "predict", source="ui")
+        id_column = ID_COLUMN if ID_COLUMN not in scored.columns else "answer_id"
+        scored.insert(1, id_column, [answer["id"] for answer in answers])
         for name, values in answer_columns(answers).items():
             # An uploaded column of the same name (the true label, say) is kept as it is.
             scored[f"predicted_{name}" if name in scored.columns else name] = values

@@ -73,3 +73,34 @@ def card_markdown(card: dict[str, Any]) -> str:
     )
     params = ", ".join(f"{k}={_code(v)}" for k, v in sorted(card["params"].items()))
     return f"### Model card\n\n{origin}\n\n{metrics}\n\n**Training params:** {params}\n"
+
+
+def _figures(figures: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in figures.items()) or "–"
+
+
+def shadow_markdown(monitor: Any) -> str:
+    """The shadow challenger's section of the card: which model, how often it agrees with
+    the champion, and both models' quality on the same labelled rows (from the record)."""
+    shadow = monitor.shadow
+    if shadow is None:
+        return ""
+    status = shadow.status()
+    figures = monitor.live.shadow_status.get(status["version"]) if monitor.live else None
+    rows = [
+        ("model", f"{_code(shadow.predictor.tag)} (version {_code(status['version'])})"),
+        ("this worker", f"{status['compared']:,} rows compared, {status['shed']:,} shed"),
+    ]
+    if figures is None:
+        rows.append(("agreement", "no row in the record yet"))
+    else:
+        rows += [
+            (
+                "agreement",
+                f"{figures['agreement']:.1%} of its last {figures['compared']:,} rows",
+            ),
+            ("labelled rows (both models)", f"{figures['labelled']:,}"),
+            ("champion on them", _figures(figures["champion"])),
+            ("shadow on them", _figures(figures["shadow"])),
+        ]
+    return "### Shadow challenger\n\n" + _table(rows, ("runs beside the champion", ""))

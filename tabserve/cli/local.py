@@ -12,7 +12,9 @@ from tabserve.security.settings import DEMO_PASSWORD_FILE_NAME, SecuritySettings
 from tabserve.security.users import UserStore
 
 DEMO_USER = "demo"
-DEMO_SCOPES = ("predict", "explain")
+# The local demo user may do everything but administer: predict, explain, and send the
+# ground truth of its answers back (POST /feedback).
+DEMO_SCOPES = ("predict", "explain", "feedback")
 
 
 def init_local(settings: SecuritySettings, base_url: str = "http://localhost:3000") -> list[str]:

@@ -14,6 +14,8 @@ Examples::
     tabserve drift-report --log /var/log/tabserve          # served rows vs the training data
     tabserve score customers.csv scores.parquet            # the @champion over a file
     tabserve score parts/ scores/ --engine spark           # ... as a Spark UDF
+    tabserve live-report --snapshot                        # champion vs shadow, live rows
+    tabserve export-labelled served.parquet                # labelled served rows, to retrain
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tabserve.cli import local as local_command
+from tabserve.cli import record as record_commands
 from tabserve.cli import score as score_command
 from tabserve.cli import serving as serving_commands
 from tabserve.cli import tokens as token_commands
@@ -45,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = users.add_parser("add", help="add a user (or reset their password and scopes)")
     add.add_argument("name")
-    add.add_argument("--scopes", required=True, help="comma-separated: predict,explain,admin")
+    add.add_argument(
+        "--scopes", required=True, help="comma-separated: predict,explain,feedback,admin"
+    )
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.set_defaults(handler=user_commands.users_add)
     remove = users.add_parser(
@@ -130,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drift.set_defaults(handler=serving_commands.drift_report)
     score_command.add_parser(commands)
+    record_commands.add_parsers(commands)
     return parser
 
 

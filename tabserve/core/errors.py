@@ -208,6 +208,14 @@ class NotReadyError(ServiceError):
     default_message = "the service is not ready"
 
 
+class RecordUnavailableError(ServiceError):
+    """The served-rows record is off (no ``TABSERVE_RECORD_URL``) or cannot be reached."""
+
+    status = 503
+    code = "record_unavailable"
+    default_message = "the served-rows record is not available"
+
+
 class RequestTimeoutError(ServiceError):
     """The request took longer than the service's timeout (``traffic.timeout``)."""
 

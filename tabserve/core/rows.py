@@ -16,14 +16,19 @@ class SchemaRow(Mapping[str, Any]):
     values as they are, with no lookup per feature, and whatever wants names reads the
     row as any mapping (``row["age"]``, ``dict(row)``; equal to the dict of the same
     items).
+
+    ``id`` is the row's id once the service has given it one (``<request id>-<index>``,
+    :mod:`tabserve.http.body`): it travels with the row through adaptive batching, into
+    the row's answer and the served-rows record.
     """
 
-    __slots__ = ("_index", "names", "values_in_order")
+    __slots__ = ("_index", "id", "names", "values_in_order")
 
     def __init__(self, values: list[Any], names: tuple[str, ...], index: dict[str, int]) -> None:
         self.values_in_order = values
         self.names = names
         self._index = index
+        self.id: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return self.values_in_order[self._index[name]]

@@ -357,7 +357,10 @@ class RequestValidator:
         try:
             model = self.request_model.model_validate_json(body)
         except (ValidationError, ValueError):
-            return self.validate_body(body)  # raises the precise error
+            # Raises the precise error; rows it accepts become SchemaRows all the same.
+            row = self.schema.row
+            names = self.schema.feature_names
+            return [row([r[name] for name in names]) for r in self.validate_body(body)]
         # The values straight from each row model (its fields are the features, in schema
         # order): eight times cheaper than model_dump into dicts.
         row = self.schema.row

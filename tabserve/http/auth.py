@@ -61,7 +61,7 @@ OPEN_PATHS = frozenset(
 )
 OPEN_PREFIXES = ("/assets/", "/static_content/")
 # Routes that need a scope on top of a valid token (``admin`` grants every scope).
-ROUTE_SCOPES = {"/predict": "predict", "/explain": "explain"}
+ROUTE_SCOPES = {"/predict": "predict", "/explain": "explain", "/feedback": "feedback"}
 
 
 def is_open_path(path: str) -> bool:

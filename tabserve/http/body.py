@@ -81,6 +81,11 @@ class JsonBodyMiddleware:
             raise NotReadyError("the model is not loaded yet")
         body = await _read_body(receive)
         rows = serving.validator.validated_rows(body)
+        # Each row's id, the request's id and its index: it rides with the row through
+        # adaptive batching into its answer and the served-rows record.
+        request_id = request_state(scope).get(REQUEST_ID)
+        for index, row in enumerate(rows):
+            row.id = f"{request_id}-{index}"  # type: ignore[attr-defined]
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length",)] + [
             (b"content-length", str(len(HANDED_OFF_BODY)).encode())
         ]
@@ -111,7 +116,7 @@ class JsonBodyMiddleware:
             serving.monitor.log_rows(
                 rows,
                 json.loads(b"".join(chunks)),
-                request_id=request_state(scope).get(REQUEST_ID),
+                request_id=request_id,
                 endpoint=scope["path"].strip("/"),
             )
 

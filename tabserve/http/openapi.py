@@ -64,9 +64,91 @@ def _error_responses(statuses: list[str]) -> dict[str, Any]:
     }
 
 
+_ID = {
+    "type": "string",
+    "description": "the row's id, <request id>-<index>: keep it to send the row's ground "
+    "truth to POST /feedback",
+    "example": "5f1c0a9e3b7d2c41-0",
+}
+
+
 def answer_schemas(schema: FeatureSchema) -> dict[str, dict[str, Any]]:
     """The JSON schemas of one ``/predict`` answer and one ``/explain`` answer for the
-    model's task (a classifier's label and probabilities, or a value and its interval)."""
+    model's task (a classifier's label and probabilities, or a value and its interval),
+    each with the row's ``id``."""
+    schemas = _task_answer_schemas(schema)
+    for answer in schemas.values():
+        answer["required"] = ["id", *answer["required"]]
+        answer["properties"] = {"id": _ID, **answer["properties"]}
+    return schemas
+
+
+def feedback_path(schema: FeatureSchema) -> dict[str, Any]:
+    """``POST /feedback``: the ground truth of answered rows (``tabserve/serving/feedback.py``)."""
+    classes = list(schema.target.classes)
+    actual = (
+        "the true value, a finite number"
+        if schema.target.is_regression
+        else f"the true class, one of {classes} (or its text)"
+    )
+    outcome = {"enum": ["recorded", "unknown_id", "invalid", "duplicate"]}
+    # Any item is taken: one that is not as described gets the outcome "invalid" with the
+    # reason and never fails the others, so the schema describes and does not constrain.
+    row = {
+        "description": 'each {"id": <an answer\'s id>, "actual": <the true value>}',
+        "properties": {
+            "id": {"description": _ID["description"], "example": _ID["example"]},
+            "actual": {"description": actual, "example": 0.0 if not classes else classes[0]},
+        },
+    }
+    answered = {
+        "type": "object",
+        "required": ["id", "outcome"],
+        "properties": {"id": _ID, "outcome": outcome, "reason": {"type": "string"}},
+    }
+    return {
+        "post": {
+            "tags": ["Service APIs"],
+            "summary": "The ground truth of answered rows, by their ids",
+            "description": "One outcome per row, in order: recorded; unknown_id (never "
+            "answered, or older than the retention); invalid (with the reason); duplicate "
+            "(already recorded: the first report stands). A bad row never fails the others. "
+            "503 when the server keeps no record (TABSERVE_RECORD_URL).",
+            "security": [{SECURITY_SCHEME: ["feedback"]}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["rows"],
+                            "properties": {"rows": {"type": "array", "items": row, "minItems": 1}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Each row's outcome, and the counts",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "rows": {"type": "array", "items": answered},
+                                    "counts": {"type": "object"},
+                                },
+                            }
+                        }
+                    },
+                },
+                **_error_responses(["400", "401", "403", "413", "415", "422", "500", "503"]),
+            },
+        }
+    }
+
+
+def _task_answer_schemas(schema: FeatureSchema) -> dict[str, dict[str, Any]]:
     number = {"type": "number"}
     contributions = {
         "type": "object",
@@ -216,6 +298,7 @@ def augment_spec(
             },
         }
         responses.update(_error_responses(["400", "401", "403", "413", "415", "422", "500", "503"]))
+    paths["/feedback"] = feedback_path(validator.schema)
     paths["/model"] = {
         "get": {
             "tags": ["Service APIs"],

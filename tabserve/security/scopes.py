@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-SCOPES = ("predict", "explain", "admin")
+SCOPES = ("predict", "explain", "feedback", "admin")
 ADMIN = "admin"
 
 
@@ -22,7 +22,7 @@ def parse_scopes(scopes: str | Iterable[str]) -> list[str]:
     """Normalise scopes given as ``"a,b"``, ``"a b"`` or a list; refuse unknown ones.
 
     Raises:
-        UserError: for a scope outside ``predict``, ``explain``, ``admin``.
+        UserError: for a scope outside ``predict``, ``explain``, ``feedback``, ``admin``.
     """
     items = scopes.replace(",", " ").split() if isinstance(scopes, str) else list(scopes)
     unknown = sorted(set(items) - set(SCOPES))

@@ -1,4 +1,5 @@
-"""What the service records about every model call: metrics, drift and the inference log.
+"""What the service records about every model call: metrics, drift, the inference log and
+the served-rows record.
 
 One :class:`Monitor` per worker, shared by the API (``service.py``) and the UI, so rows
 scored in the browser count exactly like the API's (labelled ``source="ui"``).
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from tabserve.core.drift import DriftWindow, Reference
+from tabserve.http.envelope import new_request_id
 from tabserve.serving.inference_log import InferenceLog
+from tabserve.serving.live import LiveRecord
 from tabserve.serving.metrics import (
     DriftMetrics,
     ServiceMetrics,
@@ -25,6 +28,7 @@ from tabserve.serving.metrics import (
     unknown_categories,
 )
 from tabserve.serving.settings import MonitoringSettings
+from tabserve.serving.shadow import Shadow
 
 logger = logging.getLogger("tabserve.monitor")
 
@@ -83,6 +87,10 @@ class Monitor:
         self._unknown_window: deque[tuple[int, Counter[str]]] = deque()
         self._unknown_rows = 0
         self._unknown_metric = unknown_categories()
+        # The served-rows record (TABSERVE_RECORD_URL) and the shadow challenger
+        # (TABSERVE_SHADOW_MODEL), set by the service once started.
+        self.live: LiveRecord | None = None
+        self.shadow: Shadow | None = None
 
     def unknown_category(self, feature: str) -> None:
         """A value of ``feature`` never seen in training was read as missing (the
@@ -186,7 +194,30 @@ class Monitor:
         if self.log is not None:
             self.log.write(rows, answers, request_id=request_id, endpoint=endpoint, source=source)
 
+    def record(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        answers: Sequence[dict[str, Any]],
+        endpoint: str,
+        source: str = "api",
+    ) -> None:
+        """Queue answered rows (their answers carry their ids) for the served-rows record,
+        when it is on, and predicted ones for the shadow, when one runs."""
+        if self.live is not None:
+            self.live.offer(rows, answers, endpoint, source)
+        if self.shadow is not None and endpoint == "predict":
+            self.shadow.offer(rows, answers, endpoint, source)
+
     @property
     def logging_rows(self) -> bool:
         """Whether the inference log is on (the gateway keeps request bodies only then)."""
         return self.log is not None
+
+
+def named_answers(
+    answers: Sequence[dict[str, Any]], request_id: str | None
+) -> list[dict[str, Any]]:
+    """Answers given their rows' ids, ``<request id>-<index>`` (the UI's rows: the API's
+    get theirs from the HTTP edge, :mod:`tabserve.http.body`)."""
+    prefix = request_id or new_request_id()
+    return [{"id": f"{prefix}-{index}", **answer} for index, answer in enumerate(answers)]

@@ -31,12 +31,15 @@ from tabserve.http.body import JsonBodyMiddleware
 from tabserve.http.envelope import EnvelopeMiddleware, error_response
 from tabserve.http.openapi import OpenAPIMiddleware
 from tabserve.security.state import MEMORY_URL
+from tabserve.serving.feedback import feedback_route
 from tabserve.serving.heap import freeze_startup_heap
+from tabserve.serving.live import LiveRecord
 from tabserve.serving.logs import assign_request_id
 from tabserve.serving.metrics import forget_dead_workers, ready_gauge, service_metrics
 from tabserve.serving.monitor import Monitor
 from tabserve.serving.request_metrics import fold_request_metric_paths
 from tabserve.serving.settings import Settings
+from tabserve.serving.shadow import Shadow, ShadowError, check_compatible
 from tabserve.serving.startup import prepare_process
 from tabserve.serving.tracing import apply_tracing_default
 
@@ -70,6 +73,7 @@ class ServedModel:
         validator: the request validator built from its schema.
         monitor: metrics, drift window and inference log of its calls.
         refused: why the model was refused (its integrity check failed), or None.
+        live: the served-rows record (``TABSERVE_RECORD_URL``), or None.
     """
 
     model_ref: Any  # declared by the service class (a bentoml.models.BentoModel)
@@ -89,6 +93,7 @@ class ServedModel:
             logger.info("forgot the live gauges of worker process(es) gone: %s", forgotten)
         stored = self.model_ref
         self.refused: str | None = None
+        self.live: LiveRecord | None = None
         try:
             self.predictor = Predictor.from_bundle(
                 stored.path, version=str(stored.tag.version), tag=str(stored.tag)
@@ -110,6 +115,17 @@ class ServedModel:
             self.metrics, self.settings, reference, self.predictor.schema, self.model_version
         )
         self.monitor.start_publisher()
+        if self.settings.record_url is not None:
+            self.live = LiveRecord(
+                self.settings,
+                self.model_version,
+                None if self.predictor.regression else self.predictor.classes,
+                self.predictor.lineage.metrics if self.predictor.lineage else {},
+            )
+            self.live.start()
+            self.monitor.live = self.live
+            logger.info("recording served rows in %s", self.live.store.safe_url)
+        self.monitor.shadow = self._start_shadow()
         self.validator = RequestValidator(
             self.predictor.schema,
             self.settings.max_rows,
@@ -124,6 +140,34 @@ class ServedModel:
         )
         freeze_startup_heap()  # the UI's lifespan freezes again once Gradio is built
 
+    def _start_shadow(self) -> Shadow | None:
+        """The shadow challenger (``TABSERVE_SHADOW_MODEL``), started; None without one, or
+        when it cannot run (said in the log: the champion serves either way)."""
+        stored = getattr(self, "shadow_ref", None)
+        if stored is None:
+            return None
+        if self.live is None:
+            logger.error(
+                "TABSERVE_SHADOW_MODEL=%s needs TABSERVE_RECORD_URL (its answers go to the "
+                "record): no shadow",
+                self.settings.shadow_model,
+            )
+            return None
+        try:
+            predictor = Predictor.from_bundle(
+                stored.path, version=str(stored.tag.version), tag=str(stored.tag)
+            )
+            check_compatible(self.predictor.schema, predictor.schema)
+        except (BundleIntegrityError, ShadowError) as exc:
+            logger.error("shadow model %s refused, no shadow: %s", stored.tag, exc)
+            return None
+        shadow = Shadow(
+            predictor, self.live, self.settings.shadow_max_share, self.settings.shadow_queue_rows
+        )
+        shadow.start()
+        logger.info("shadow model %s scores every answered row", stored.tag)
+        return shadow
+
     @property
     def model_version(self) -> str:
         """The version every answer names in ``X-Model-Version``."""
@@ -135,18 +179,30 @@ class ServedModel:
         return self.refused is None and getattr(self, "validator", None) is not None
 
     def predictions(self, rows: Any) -> list[dict[str, Any]]:
-        """Per row: the label and class probabilities, or the value and its interval."""
+        """Per row: its id, the label and class probabilities, or the value and its
+        interval."""
         matrix = self.predictor.matrix(rows)
-        answers = self.predictor.answers(matrix)
+        answers = with_ids(rows, self.predictor.answers(matrix))
         self.monitor.observe("predict", matrix, answers)
+        self.monitor.record(rows, answers, "predict")
         return answers
 
     def explanations(self, rows: Any) -> list[dict[str, Any]]:
-        """Per row: the prediction, the base value and each feature's contribution."""
+        """Per row: its id, the prediction, the base value and each feature's
+        contribution."""
         matrix = self.predictor.matrix(rows)
-        answers = self.predictor.explanations(matrix)
+        answers = with_ids(rows, self.predictor.explanations(matrix))
         self.monitor.observe("explain", matrix, answers)
+        self.monitor.record(rows, answers, "explain")
         return answers
+
+
+def with_ids(rows: Any, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each answer with its row's id first (rows given no id, a direct call's, keep none)."""
+    return [
+        answer if row_id is None else {"id": row_id, **answer}
+        for row_id, answer in zip((getattr(row, "id", None) for row in rows), answers, strict=True)
+    ]
 
 
 def loaded_instance() -> ServedModel | None:
@@ -176,8 +232,10 @@ async def _model_card(_: Request) -> JSONResponse:
 
 
 def card_app() -> Starlette:
-    """The app serving ``GET /model``."""
-    return Starlette(routes=[Route("/model", _model_card, methods=["GET"])])
+    """The app serving ``GET /model`` and ``POST /feedback``."""
+    return Starlette(
+        routes=[Route("/model", _model_card, methods=["GET"]), feedback_route(loaded_instance)]
+    )
 
 
 def install_edge(service: Any, sessions: SessionBackend | None = None) -> None:

@@ -1,11 +1,12 @@
 """The serving section of the settings, and :class:`Settings`: every section in one object.
 
 ``Settings`` is what a worker reads once at start-up: the security section
-(``tabserve/security/settings.py``), the HTTP section (``tabserve/http/settings.py``) and
-the sections below (model, logs, UI, drift, inference log, shutdown). A few knobs are
-fixed by BentoML's decorators when ``service.py`` is imported (batching, workers, access
-log, trusted proxies): they are read then, from the environment only
-(:class:`BatchingSettings`, :class:`ServerSettings`, :func:`model_tag_from_env`).
+(``tabserve/security/settings.py``), the HTTP section (``tabserve/http/settings.py``), the
+record section (``tabserve/record/settings.py``) and the sections below (model, logs, UI,
+drift, inference log, shutdown). A few knobs are fixed by BentoML's decorators when
+``service.py`` is imported (batching, workers, access log, trusted proxies): they are read
+then, from the environment only (:class:`BatchingSettings`, :class:`ServerSettings`,
+:func:`model_tag_from_env`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode
 
 from tabserve.core.config import SettingsError, load_section, section_config, split_list
 from tabserve.http.settings import EdgeSettings
+from tabserve.record.settings import RecordSettings
 from tabserve.security.settings import check_credentials
 
 # What uvicorn reads for the peers whose X-Forwarded-* headers it trusts.
@@ -135,12 +137,31 @@ class ServerSettings(BaseSettings):
 
 
 class ModelSettings(BaseSettings):
-    """Which model the service serves; read at import too (BentoML takes the model
-    reference when ``service.py`` defines its class), and part of :class:`Settings`."""
+    """Which model the service serves, and its shadow; read at import too (BentoML takes
+    the model references when ``service.py`` defines its class), and part of
+    :class:`Settings`.
+
+    Attributes:
+        model_tag: the BentoML model answered with.
+        shadow_model: a second BentoML model that scores every row the champion answered,
+            off the response path, its answers recorded beside the champion's
+            (``tabserve/serving/shadow.py``; needs ``record_url``); None: no shadow.
+        shadow_max_share: the most of the time each worker's shadow thread may spend
+            scoring (it sheds rows beyond).
+        shadow_queue_rows: the most rows waiting for the shadow, per worker; more are shed.
+    """
 
     model_config = section_config()
 
     model_tag: str = Field(default="tabserve:latest", min_length=1)
+    shadow_model: str | None = None
+    shadow_max_share: float = Field(default=0.2, gt=0, le=1)
+    shadow_queue_rows: int = Field(default=10_000, ge=10, le=1_000_000)
+
+    @field_validator("shadow_model")
+    @classmethod
+    def _no_blank_shadow(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
 
 class UISettings(BaseSettings):
@@ -202,7 +223,7 @@ class MonitoringSettings(BaseSettings):
     inference_log_warn_interval_s: float = Field(default=60.0, ge=0.1, le=86_400)
 
 
-class Settings(ModelSettings, UISettings, MonitoringSettings, EdgeSettings):
+class Settings(ModelSettings, UISettings, MonitoringSettings, RecordSettings, EdgeSettings):
     """Everything the service, the token endpoint and the CLI read, one section each.
 
     Attributes:

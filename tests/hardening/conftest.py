@@ -101,6 +101,8 @@ def target(penguins_root: tuple[Path, TestModel]) -> Iterator[Target]:
         TABSERVE_LOGIN_WINDOW_S="5",
         # Slow header senders are cut off sooner than the 10 s default, for the edge tests.
         TABSERVE_HEADER_TIMEOUT_S="2",
+        # The record on: the fuzzer reaches POST /feedback's every outcome.
+        TABSERVE_RECORD_URL=f"sqlite:///{root / 'record.db'}",
     )
     settings = Settings(
         jwt_algorithm="RS256", jwt_private_key_file=private, jwt_public_key_file=public

@@ -116,7 +116,7 @@ def users_file(directory: Path, mode: int) -> Path:
 
     path = directory / ".tabserve" / "users.json"
     cheap = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)  # not timed here
-    UserStore(path, hasher=cheap).add("alice", PASSWORD, "predict,explain")
+    UserStore(path, hasher=cheap).add("alice", PASSWORD, "predict,explain,feedback")
     path.chmod(mode)
     return path
 

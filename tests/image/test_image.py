@@ -31,6 +31,7 @@ from tests.support import assert_stopped_gracefully, steady_load
 pytestmark = pytest.mark.slow
 
 GRACE_S = 10
+IMAGE_UID = 1034  # the image's non-root user, bentoml
 MB = 1_000_000
 
 
@@ -134,6 +135,36 @@ def test_documented_command_serves_right_answers_as_non_root(built: Built, tmp_p
         config = json.loads(built.run("inspect", box.name, check=True).stdout)[0]["HostConfig"]
         assert config["ReadonlyRootfs"] is True
         assert any("no-new-privileges" in opt for opt in config["SecurityOpt"])
+
+
+def test_the_record_on_a_mounted_volume_takes_feedback(built: Built, tmp_path: Path) -> None:
+    """Recording in production is one setting and a volume (docs/image.md): the served
+    rows and their ground truth land in a SQLite file on the host."""
+    import os
+
+    from tabserve.record.store import open_store
+
+    users_file(tmp_path, 0o640)
+    volume = tmp_path / "record"
+    volume.mkdir()
+    os.chown(volume, IMAGE_UID, IMAGE_UID)  # the image's user owns what it writes
+    record = ("-v", f"{volume}:/var/lib/tabserve")
+    setting = ("-e", "TABSERVE_RECORD_URL=sqlite:////var/lib/tabserve/record.db")
+    with container(built, tmp_path, *record, *setting) as box:
+        wait_ready(built, box)
+        token = httpx.post(
+            f"{box.url}/auth/token", data={"username": "alice", "password": PASSWORD}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        rows = built.model.rows[:3]
+        answers = httpx.post(f"{box.url}/predict", json={"rows": rows}, headers=headers).json()
+        truth = {"rows": [{"id": answers[0]["id"], "actual": built.model.targets[0]}]}
+        sent = httpx.post(f"{box.url}/feedback", json=truth, headers=headers)
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["rows"][0]["outcome"] == "recorded"
+    store = open_store(f"sqlite:///{volume / 'record.db'}")
+    assert store.counts() == {"served_champion": 3, "feedback": 1}
+    assert [row.features for row in store.labelled()] == [rows[0]]
 
 
 def test_unreadable_users_file_stops_start_up_naming_the_file(built: Built, tmp_path: Path) -> None:

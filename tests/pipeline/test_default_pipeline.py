@@ -166,3 +166,76 @@ def test_rollback_moves_champion_and_reimports(repo: Path) -> None:
     store = repo / ".bentoml" / "models" / "tabserve"
     assert (store / "latest").read_text().strip() == "v1"
     assert verify_bundle(store / "v1").registry_version == "1"
+
+
+def _live_rows(classes: list[str], rows: int) -> list[dict]:
+    """Labelled rows both models answered, as `tabserve live-report --snapshot` writes them:
+    the champion right on 7 rows in 10, the challenger on 9 in 10 (its extra wins are the
+    rows the champion gets wrong)."""
+    made = []
+    for i in range(rows):
+        truth = classes[i % 2]
+        wrong = classes[1 - i % 2]
+        champion, shadow = (truth, truth) if i % 10 < 7 else (wrong, truth if i % 10 < 9 else wrong)
+
+        def answer(label: str) -> dict:
+            return {
+                "label": label,
+                "probabilities": {c: 0.8 if c == label else 0.2 for c in classes},
+            }
+
+        made.append(
+            {
+                "id": f"{i:016x}-0",
+                "champion": answer(champion),
+                "shadow": answer(shadow),
+                "actual": truth,
+            }
+        )
+    return made
+
+
+def test_live_evidence_decides_promotion_reproducibly(repo: Path) -> None:
+    """`promote.evidence: live`: the snapshot is a dependency of the stage; too few rows
+    keep the champion, enough rows with a significant difference promote the challenger,
+    and the same snapshot re-runs nothing."""
+    from tabserve.core.live_evidence import Snapshot
+
+    client = mlflow_client(repo)
+    champion = str(client.get_model_version_by_alias("tabserve", "champion").version)
+    challenger = str(client.get_model_version_by_alias("tabserve", "challenger").version)
+    if challenger == champion:  # a challenger that is not yet champion
+        set_params(repo, {"tune.n_trials": 9})
+        run(repo, "dvc", "repro")
+        champion = str(client.get_model_version_by_alias("tabserve", "champion").version)
+        challenger = str(client.get_model_version_by_alias("tabserve", "challenger").version)
+        client.set_registered_model_alias("tabserve", "champion", "1")
+        champion = "1"
+    assert challenger != champion
+    classes = [str(c) for c in read_schema(repo / "models" / "bundle").target.classes]
+    Snapshot(f"v{champion}", f"v{challenger}", _live_rows(classes, 240)).write(
+        repo / "evidence" / "live.json"
+    )
+    set_params(repo, {"promote.evidence": "live", "promote.min_live_rows": 1000})
+    commit(repo, "live evidence, too little of it")
+    ran = stages_run(run(repo, "dvc", "repro", "promote").stdout)
+    assert ran == ["promote"]
+    kept = json.loads((repo / "registry/promotion.json").read_text())
+    assert kept["evidence"] == "live" and kept["promoted"] is False
+    assert "240 labelled live rows, fewer than promote.min_live_rows=1000" in kept["reason"]
+    assert str(client.get_model_version_by_alias("tabserve", "champion").version) == champion
+    assert stages_run(run(repo, "dvc", "repro", "promote").stdout) == []  # same evidence
+
+    set_params(repo, {"promote.min_live_rows": 200})
+    commit(repo, "enough live evidence")
+    ran = stages_run(run(repo, "dvc", "repro").stdout)
+    assert ran == ["promote", "import"]
+    decision = json.loads((repo / "registry/promotion.json").read_text())
+    assert decision["promoted"] is True and decision["metric"] == "live_accuracy"
+    assert "significant at alpha=0.05" in decision["reason"], decision
+    assert decision["challenger_score"] == 0.9 and decision["champion_score"] == 0.7
+    assert str(client.get_model_version_by_alias("tabserve", "champion").version) == challenger
+    tags = client.get_model_version("tabserve", challenger).tags
+    assert tags["promotion.decision"] == "promoted"
+    store = repo / ".bentoml" / "models" / "tabserve"
+    assert (store / "latest").read_text().strip() == f"v{challenger}"

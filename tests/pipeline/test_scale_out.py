@@ -2,96 +2,27 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from load_tests.processes import free_port
 from tests.pipeline.conftest import pipeline_env, run
+from tests.postgres import postgres_server
 
 pytestmark = pytest.mark.slow
 
 N_TRIALS = 10
 
 
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    assert found, "PostgreSQL is installed by `make system-deps` (Debian package postgresql)"
-    return found[-1]
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the Debian `postgres` user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL server on a free local port; yields its base URL."""
-    root = Path(tempfile.mkdtemp(prefix="tabserve-pg-"))
-    data, sockets = root / "data", root / "run"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    subprocess.run(
-        _as_postgres(
-            [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"]
-        ),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        _as_postgres(
-            [
-                _pg_bin("postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-k",
-                str(sockets),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-            ]
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while (
-            subprocess.run(
-                ["pg_isready", "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-            ).returncode
-            != 0
-        ):
-            assert server.poll() is None, "postgres exited"
-            assert time.monotonic() < deadline, "postgres not ready in 60 s"
-            time.sleep(0.3)
+    """A throw-away PostgreSQL server with the databases ``optuna`` and ``mlflow``."""
+    with postgres_server() as server:
         for db in ("optuna", "mlflow"):
-            subprocess.run(
-                ["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", db],
-                check=True,
-                capture_output=True,
-            )
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
+            server.create_database(db)
+        yield server.url
 
 
 def test_two_workers_share_one_study_and_finish_n_to_n_plus_one_trials(

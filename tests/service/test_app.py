@@ -86,7 +86,7 @@ def test_predict_equals_the_models_own_output(client: TestClient, model: Any, to
     classes = model.schema.target.classes
     assert len(answers) == len(rows)
     for answer, probs in zip(answers, expected, strict=True):
-        assert set(answer) == {"label", "probabilities"}
+        assert set(answer) == {"id", "label", "probabilities"}
         assert [answer["probabilities"][c] for c in classes] == [float(p) for p in probs]
         assert answer["label"] == classes[int(np.argmax(probs))]
 

@@ -55,11 +55,15 @@ class Stack:
 
 
 def _server_env(root: Path, model: TestModel, **extra: str) -> dict[str, str]:
-    UserStore(root / "users.json", hasher=cheap_hasher()).add("alice", PASSWORD, "predict,explain")
+    users = UserStore(root / "users.json", hasher=cheap_hasher())
+    users.add("alice", PASSWORD, "predict,explain,feedback")
     return server_env(
         root,
         model.tag,
         TABSERVE_JWT_SECRET=secrets.token_urlsafe(48),
+        TABSERVE_RECORD_URL=f"sqlite:///{root / 'record.db'}",
+        TABSERVE_RECORD_FLUSH_S="0.1",
+        TABSERVE_LIVE_QUALITY_INTERVAL_S="1",
         TABSERVE_LOGIN_MAX_FAILURES="2",
         TABSERVE_DRIFT_WINDOW_ROWS=str(WINDOW_ROWS),
         TABSERVE_DRIFT_MIN_ROWS="50",
@@ -91,7 +95,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         root / "r" / "bentoml", diabetes, "target", {"objective": "reg:squarederror"}
     )
     log_dir = root / "inference"
-    c_env = _server_env(root / "c", classifier, TABSERVE_INFERENCE_LOG_DIR=str(log_dir))
+    c_env = _server_env(
+        root / "c",
+        classifier,
+        TABSERVE_INFERENCE_LOG_DIR=str(log_dir),
+        TABSERVE_SHADOW_MODEL=classifier.tag,  # the shadow panel's series
+    )
     r_env = _server_env(root / "r", regressor)
     with serving(c_env, root / "c.log") as c, serving(r_env, root / "r.log") as r:
         targets = [c.url.removeprefix("http://"), r.url.removeprefix("http://")]
@@ -199,6 +208,32 @@ def test_the_drift_alert_goes_pending(stack: Stack, drifted: dict[str, float]) -
     assert (SHIFTED, "pending") in states or (SHIFTED, "firing") in states, states
 
 
+def _feedback(served: Served, answers: list[dict[str, Any]], truths: list[Any]) -> None:
+    sent = httpx.post(
+        f"{served.url}/feedback",
+        json={"rows": [{"id": a["id"], "actual": t} for a, t in zip(answers, truths, strict=True)]},
+        headers=served.headers,
+    )
+    assert sent.status_code == 200 and sent.json()["counts"]["recorded"] == len(answers), sent.text
+
+
+def test_the_quality_alert_goes_pending_on_wrong_answers(stack: Stack) -> None:
+    """Every answer wrong for 200 rows: live accuracy far under the test figure (0.9 in
+    the test model's lineage) on enough rows, and TabserveQualityDrop goes pending."""
+    served = stack.classifier
+    answers = _predict(served, served.model.rows[:200]).json()
+    _feedback(served, answers, [1 - int(a["label"]) for a in answers])
+    alerts = _wait(
+        lambda: _query(stack, 'ALERTS{alertname="TabserveQualityDrop"}'), "the quality alert"
+    )
+    assert {(a["metric"]["metric"], a["metric"]["alertstate"]) for a in alerts} <= {
+        ("accuracy", "pending"),
+        ("accuracy", "firing"),
+    }, alerts
+    live = _query(stack, 'tabserve_live_quality{metric="accuracy", role="champion"}')
+    assert live and float(live[0]["value"][1]) == 0.0
+
+
 def test_every_dashboard_query_returns_a_series(stack: Stack, drifted: dict[str, float]) -> None:
     # What some panels need to have happened: an error status, failed and throttled
     # logins, a regression model's predictions, explanations.
@@ -210,7 +245,8 @@ def test_every_dashboard_query_returns_a_series(stack: Stack, drifted: dict[str,
         f"{stack.classifier.url}/predict", json={"rows": [{}]}, headers=stack.classifier.headers
     )
     assert bad.status_code == 422
-    _predict(stack.regressor, stack.regressor.model.rows[:40])
+    answers = _predict(stack.regressor, stack.regressor.model.rows[:40]).json()
+    _feedback(stack.regressor, answers, stack.regressor.model.targets[:40])  # live quality
     httpx.post(
         f"{stack.classifier.url}/explain",
         json={"rows": stack.classifier.model.rows[:3]},

@@ -90,7 +90,7 @@ def test_model_card_metrics_histogram_and_openapi(server: Server) -> None:
     assert 'endpoint="predict"' in buckets[0] and 'source="api"' in buckets[0]
     spec = httpx.get(f"{server.url}/docs.json").json()
     prediction = spec["components"]["schemas"]["Prediction"]
-    assert prediction["required"] == ["value", "interval"]
+    assert prediction["required"] == ["id", "value", "interval"]
     assert set(prediction["properties"]["interval"]["properties"]) == {"low", "high", "coverage"}
     answer_ref = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"]
     assert answer_ref["application/json"]["schema"]["items"]["$ref"].endswith("/Prediction")

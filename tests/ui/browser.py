@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -48,9 +49,19 @@ def wait_for(probe: Any, expected: Any, what: str, timeout_s: float = 30) -> Any
 
 
 def shown_answer(page: Any) -> Any:
-    """The JSON answer the predict tab shows (None before the first one)."""
+    """The JSON answer the predict tab shows (None before the first one), without its row
+    id (checked: ``<request id>-0``; every call has its own, so only the rest compares)."""
     text = page.input_value("#ui-proba-json textarea")
-    return json.loads(text) if text else None
+    if not text:
+        return None
+    answer = json.loads(text)
+    assert re.fullmatch(r"[0-9a-f]{16}-0", answer.pop("id", "")), text
+    return answer
+
+
+def without_id(answer: dict[str, Any]) -> dict[str, Any]:
+    """An API answer without its row id (to compare with :func:`shown_answer`)."""
+    return {k: v for k, v in answer.items() if k != "id"}
 
 
 def log_in(page: Any, url: str, user: str, password: str = PASSWORD) -> None:

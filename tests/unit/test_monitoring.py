@@ -53,8 +53,21 @@ TABSERVE_METRICS = {
     "tabserve_login_attempts_total",
     "tabserve_unknown_category_total",
     "tabserve_feature_new_category_share",
+    "tabserve_live_quality",
+    "tabserve_live_labelled_rows",
+    "tabserve_test_quality",
+    "tabserve_feedback_rows_total",
+    "tabserve_recorded_rows_total",
+    "tabserve_record_dropped_rows_total",
+    "tabserve_shadow_agreement",
+    "tabserve_shadow_paired_quality",
+    "tabserve_shadow_rows_total",
 }
-TABSERVE_HISTOGRAMS = {"tabserve_batch_rows", "tabserve_predicted_value"}
+TABSERVE_HISTOGRAMS = {
+    "tabserve_batch_rows",
+    "tabserve_predicted_value",
+    "tabserve_feedback_delay_seconds",
+}
 # BentoML 1.4's own, read from a real `bentoml serve` /metrics (labels: endpoint,
 # http_response_code, runner_name, service_name, service_version; the batch size
 # histogram has method_name and worker_index instead of endpoint).
@@ -88,6 +101,11 @@ PANEL_METRICS = {
     "model version": "tabserve_model_info",
     "readiness": "tabserve_ready",
     "login failures": "tabserve_login_attempts_total",
+    "live quality": "tabserve_live_quality",
+    "test quality beside it": "tabserve_test_quality",
+    "labelled rows": "tabserve_live_labelled_rows",
+    "feedback delay": "tabserve_feedback_delay_seconds_bucket",
+    "shadow agreement": "tabserve_shadow_agreement",
 }
 ALERTS_WANTED = {
     "TabserveDown",
@@ -97,6 +115,7 @@ ALERTS_WANTED = {
     "TabserveFeatureDrift",
     "TabservePredictionDrift",
     "TabserveNewCategories",
+    "TabserveQualityDrop",
     "TabserveLoginFailureSpike",
 }
 
@@ -128,7 +147,8 @@ def test_prometheus_config_and_rules_pass_promtool_check() -> None:
     assert "alerts.yml" in config.stdout  # the rule file is loaded (and checked with it)
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert f"{len(ALERTS_WANTED)} rules found" in rules.stdout
+    # TabserveQualityDrop is two rules: a classifier's accuracy, a regression's RMSE.
+    assert f"{len(ALERTS_WANTED) + 1} rules found" in rules.stdout
 
 
 def test_alert_rules_pass_their_unit_tests() -> None:
