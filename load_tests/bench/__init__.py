@@ -19,7 +19,12 @@ Contenders (each started here, one process serving, then stopped), on every prof
 6. ``constant``  - a trivial ASGI app answering a constant: the ceiling of this load
    generator on this machine;
 7. ``drift-off`` - (1) with ``TABSERVE_DRIFT_ENABLED=false``, on the default profile only:
-   what the live drift window costs.
+   what the live drift window costs;
+8. ``recording`` - (1) with the served-rows record on (``TABSERVE_RECORD_URL``, a SQLite
+   file, as ``make serve`` runs it), on the default profile only: what recording costs;
+9. ``shadow`` - (8) and a shadow model (``TABSERVE_SHADOW_MODEL``: the profile's model
+   again, a challenger of the same cost), on the default profile only; it also runs one
+   user after the burst, for its p50 against ``batched``'s.
 
 Two more run only when named in ``--only``, on the default profile: ``access-log-all``
 (``TABSERVE_ACCESS_LOG=all``) and ``tracing-on`` (``OTEL_SDK_DISABLED=false``, no

@@ -7,12 +7,23 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import httpx
 
 from load_tests.bench.common import BENCH_USER, BIN, CHEAP_ARGON2, REPO, SHARED_BATCHER, Contender
 from load_tests.scrape import SHARED_MODEL_ENDPOINT, Batches, batches
+
+# The recording contender's record: this run's own file, removed when the bench ends.
+BENCH_RECORD = Path(tempfile.gettempdir()) / f"tabserve-bench-record-{os.getpid()}.db"
+
+
+@atexit.register
+def _remove_bench_record() -> None:
+    for name in ("", "-shadow"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{BENCH_RECORD}{name}{suffix}").unlink(missing_ok=True)
 
 
 def scraped(url: str, endpoint: str = "predict") -> Batches | None:
@@ -128,6 +139,18 @@ def contenders(
             "drift-off",
             "drift window off (what drift costs)",
             TABSERVE_DRIFT_ENABLED="false",
+        ),
+        tabserve_variant(
+            "recording",
+            "the served-rows record on (embedded SQLite, as `make serve` runs it)",
+            TABSERVE_RECORD_URL=f"sqlite:///{BENCH_RECORD}",
+        ),
+        tabserve_variant(
+            "shadow",
+            "the record on and a shadow model (the same model again: the same cost as a "
+            "challenger of its size)",
+            TABSERVE_RECORD_URL=f"sqlite:///{BENCH_RECORD}-shadow",
+            TABSERVE_SHADOW_MODEL="{TABSERVE_MODEL_TAG}",
         ),
         tabserve_variant(
             "access-log-all",

@@ -133,7 +133,8 @@ def bench_contender(
             ready_url=url + contender.ready_path,
             log=runs
             / f"{profile.name}_{contender.name}{workers_suffix(workers)}_r{round_}.server.log",
-            env={**server_env, **contender.env},
+            # A contender's setting may name the profile's: "{TABSERVE_MODEL_TAG}".
+            env={**server_env, **{k: v.format(**server_env) for k, v in contender.env.items()}},
             cwd=REPO,
             name=contender.name,
             timeout_s=180,

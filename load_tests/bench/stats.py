@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 from load_tests.bench.common import (
     AFTER_BURST,
+    KEEP_TARGETS,
     LOW_LOAD_P50_SLACK_MS,
     P99_TARGETS_MS,
     RATIO_TARGETS,
+    SHADOW_P50_SLACK_MS,
     SINGLE_ROWS,
     TARGET_USERS,
     RunResult,
@@ -126,6 +128,16 @@ def targets(results: list[RunResult], profile: str) -> list[Check]:
                     "n/a" if spread is None else spread.text("×", 2),
                 )
             )
+    for mine, wanted, at in KEEP_TARGETS.get(profile, []):
+        for users in (u for u in at if u in levels):
+            spread = ratio_spread(results, profile, users, "batched", mine=mine)
+            checks.append(
+                (
+                    f"{users} users: {mine} keeps ≥ {wanted:.0%} of batched's throughput",
+                    None if spread is None else spread.median >= wanted,
+                    "n/a" if spread is None else spread.text("×", 2),
+                )
+            )
     if profile in P99_TARGETS_MS:
         users, limit = P99_TARGETS_MS[profile]
         p99 = metric(runs_of(results, profile, "batched", users), "p99")
@@ -153,6 +165,16 @@ def targets(results: list[RunResult], profile: str) -> list[Check]:
             )
         )
     batched = metric(runs_of(results, profile, "batched", 1, AFTER_BURST), "p50")
+    shadow = metric(runs_of(results, profile, "shadow", 1, AFTER_BURST), "p50")
+    if batched is not None and shadow is not None:
+        checks.append(
+            (
+                "1 user right after the burst: shadow p50 ≤ batched p50 + "
+                f"{SHADOW_P50_SLACK_MS} ms",
+                shadow.median <= batched.median + SHADOW_P50_SLACK_MS,
+                f"shadow {shadow.text(' ms', 1)}, batched {batched.text(' ms', 1)}",
+            )
+        )
     unbatched = metric(runs_of(results, profile, "unbatched", 1, AFTER_BURST), "p50")
     if batched is not None and unbatched is not None:
         checks.append(
