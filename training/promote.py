@@ -210,20 +210,34 @@ def run_promotion(args: argparse.Namespace) -> int:
     champion = current_champion(client, name)
     if params.promote.evidence == "live" and champion is not None and champion != challenger:
         decision = live_decision(params.promote, challenger, champion)
-        record_decision(decision, name, params.registry.experiment)
-        log.info(
-            "%s (live evidence): %s → @champion is version %s",
-            "PROMOTED" if decision.promoted else "KEPT CHAMPION",
-            decision.reason,
-            decision.champion_after,
-        )
-        return 0
-    test = pd.read_parquet(args.prepared / "test.parquet")
+    else:
+        decision = decision_on_test_set(args.prepared, name, schema, metric, challenger, champion)
+    record_decision(decision, name, params.registry.experiment)
+    log.info(
+        "%s (%s evidence): %s → @champion is version %s",
+        "PROMOTED" if decision.promoted else "KEPT CHAMPION",
+        decision.evidence,
+        decision.reason,
+        decision.champion_after,
+    )
+    return 0
+
+
+def decision_on_test_set(
+    prepared: Path,
+    name: str,
+    schema: FeatureSchema,
+    metric: str,
+    challenger: str,
+    champion: str | None,
+) -> Decision:
+    """The decision ``promote.evidence: test`` makes: both versions on the test split."""
+    test = pd.read_parquet(prepared / "test.parquet")
     challenger_score = score_version(name, challenger, schema, test, metric)
     champion_score = None
     if champion is not None and champion != challenger:
         champion_score = score_version(name, champion, schema, test, metric)
-    decision = decide(
+    return decide(
         metric,
         challenger,
         challenger_score,
@@ -231,14 +245,6 @@ def run_promotion(args: argparse.Namespace) -> int:
         champion_score,
         comparable=champion is None or champion == challenger or champion_score is not None,
     )
-    record_decision(decision, name, params.registry.experiment)
-    log.info(
-        "%s: %s → @champion is version %s",
-        "PROMOTED" if decision.promoted else "KEPT CHAMPION",
-        decision.reason,
-        decision.champion_after,
-    )
-    return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
