@@ -175,7 +175,7 @@ def build_blocks(
             monitor.log_rows(
                 clean, answers, request_id=_request_id(request), endpoint="predict", source="ui"
             )
-            monitor.record(clean, answers, "predict", source="ui")
+            monitor.record(clean, answers, "predict", source="ui", matrix=matrix)
         answer = answers[0]
         raw = json.dumps(answer)
         if regression:

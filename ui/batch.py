@@ -170,7 +170,7 @@ def score_frame(
             monitor.log_rows(
                 valid_rows, answers, request_id=request_id, endpoint="predict", source="ui"
             )
-            monitor.record(valid_rows, answers, "predict", source="ui")
+            monitor.record(valid_rows, answers, "predict", source="ui", matrix=matrix)
         id_column = ID_COLUMN if ID_COLUMN not in scored.columns else "answer_id"
         scored.insert(1, id_column, [answer["id"] for answer in answers])
         for name, values in answer_columns(answers).items():

@@ -1,48 +1,59 @@
-"""What the record holds, as the store gives it back: a served row, a labelled row, and a
-row both the champion and a shadow answered."""
+"""What the record holds: a model call's served rows as they go in; a labelled row, and a
+row both the champion and a shadow answered, as the store gives them back."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
+
 
 @dataclass(frozen=True)
-class ServedRow:
-    """One answered row, as the record keeps it.
+class Served:
+    """One model call's answered rows, as the model call hands them over: written as one
+    statement (the database explodes its JSON into a row each), so that recording costs a
+    model call a list append and the writer thread one JSON encoding per call.
 
     Attributes:
-        id: the row's id (``<request id>-<index>``).
+        ids: each row's id (``<request id>-<index>``).
+        rows: the validated rows (:class:`~tabserve.core.schema.SchemaRow`, or mappings).
+        answers: each row's answer (its ``id`` included).
         role: ``champion`` (the answer the client got) or ``shadow``.
         model: the model version that answered (the BentoML tag's version).
-        served_at: when, in Unix seconds.
         endpoint: ``predict`` or ``explain``.
         source: ``api`` or ``ui``.
-        features: the validated row, feature name to value.
-        answer: the answer.
+        served_at: when, in Unix seconds.
+        names: the features, in the order of each row's values.
     """
 
-    id: str
+    ids: Sequence[str]
+    rows: Sequence[Mapping[str, Any]]
+    answers: Sequence[dict[str, Any]]
     role: str
     model: str
-    served_at: float
     endpoint: str
     source: str
-    features: dict[str, Any]
-    answer: dict[str, Any]
+    served_at: float
+    names: tuple[str, ...]
 
-    def as_params(self) -> tuple[Any, ...]:
-        return (
-            self.id,
-            self.role,
-            self.model,
-            self.served_at,
-            self.endpoint,
-            self.source,
-            json.dumps(self.features, default=str, allow_nan=False),
-            json.dumps(self.answer, allow_nan=False),
-        )
+    def payload(self) -> str:
+        """``[{"id", "f": [values in names' order], "a": answer}, ...]`` as JSON, in one
+        pydantic-core pass."""
+        names = self.names
+        return pydantic_core.to_json(
+            [
+                {
+                    "id": row_id,
+                    "f": getattr(row, "values_in_order", None) or [row.get(n) for n in names],
+                    "a": answer,
+                }
+                for row_id, row, answer in zip(self.ids, self.rows, self.answers, strict=True)
+            ],
+            fallback=str,
+            inf_nan_mode="null",
+        ).decode()
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tabserve.record.rows import LabelledRow, Pair, ServedRow
+from tabserve.record.rows import LabelledRow, Pair, Served
 
 SERVED = "tabserve_served"
 FEEDBACK = "tabserve_feedback"
+# The feature names of each model version and role: the order of its rows' values (a
+# shadow's rows are the champion's, in the champion's order).
+MODELS = "tabserve_models"
 
 _TABLES = (
     f"""CREATE TABLE IF NOT EXISTS {SERVED} (
@@ -50,6 +53,11 @@ _TABLES = (
         actual TEXT NOT NULL,
         received_at DOUBLE PRECISION NOT NULL)""",
     f"CREATE INDEX IF NOT EXISTS {FEEDBACK}_time ON {FEEDBACK} (received_at)",
+    f"""CREATE TABLE IF NOT EXISTS {MODELS} (
+        model TEXT NOT NULL,
+        role TEXT NOT NULL,
+        features TEXT NOT NULL,
+        PRIMARY KEY (model, role))""",
 )
 
 
@@ -72,6 +80,7 @@ class RecordStore:
         self._local = threading.local()
         self._made = False
         self._lock = threading.Lock()
+        self._named: set[tuple[str, str]] = set()  # (model, role) whose names are stored
 
     # ---- connections -----------------------------------------------------------
     def _connect(self) -> Any:
@@ -134,16 +143,28 @@ class RecordStore:
         return statement.replace("?", self.placeholder)
 
     # ---- writes ------------------------------------------------------------------
-    def write_served(self, rows: Sequence[ServedRow]) -> None:
-        """Add served rows (one transaction); a row already recorded is left as it was."""
-        if not rows:
+    _insert_calls = ""  # one call's JSON payload exploded into rows (per backend)
+
+    def write_calls(self, calls: Sequence[Served]) -> None:
+        """Add model calls' served rows (one transaction, one statement a call); a row
+        already recorded is left as it was."""
+        if not calls:
             return
-        statement = self._sql(
-            f"INSERT INTO {SERVED} (id, role, model, served_at, endpoint, source, features, "
-            "answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id, role) DO NOTHING"
-        )
+        names = {(c.model, c.role): c.names for c in calls if (c.model, c.role) not in self._named}
         with self._cursor() as cursor:
-            cursor.executemany(statement, [row.as_params() for row in rows])
+            for (model, role), features in names.items():
+                cursor.execute(
+                    self._sql(
+                        f"INSERT INTO {MODELS} (model, role, features) VALUES (?, ?, ?) "
+                        "ON CONFLICT (model, role) DO NOTHING"
+                    ),
+                    (model, role, json.dumps(list(features))),
+                )
+            cursor.executemany(
+                self._sql(self._insert_calls),
+                [(c.role, c.model, c.served_at, c.endpoint, c.source, c.payload()) for c in calls],
+            )
+        self._named.update(names)
 
     def served(self, ids: Sequence[str], role: str = "champion") -> dict[str, dict[str, Any]]:
         """The recorded answers (and ``served_at``) of ``ids`` by ``role``, by id."""
@@ -211,9 +232,11 @@ class RecordStore:
                 params.append(value)
         statement = (
             f"SELECT s.id, s.role, s.model, s.served_at, f.received_at, s.features, s.answer, "
-            f"f.actual, ROW_NUMBER() OVER (PARTITION BY s.model, s.role "
+            f"f.actual, m.features AS names, ROW_NUMBER() OVER (PARTITION BY s.model, s.role "
             f"ORDER BY f.received_at DESC, s.id) AS n "
-            f"FROM {FEEDBACK} f JOIN {SERVED} s ON s.id = f.id WHERE {' AND '.join(where)}"
+            f"FROM {FEEDBACK} f JOIN {SERVED} s ON s.id = f.id "
+            f"LEFT JOIN {MODELS} m ON m.model = s.model AND m.role = s.role "
+            f"WHERE {' AND '.join(where)}"
         )
         statement = f"SELECT * FROM ({statement}) ranked"
         if per_model is not None:
@@ -229,7 +252,7 @@ class RecordStore:
                     model=r[2],
                     served_at=r[3],
                     received_at=r[4],
-                    features=json.loads(r[5]),
+                    features=dict(zip(json.loads(r[8] or "[]"), json.loads(r[5]), strict=False)),
                     answer=json.loads(r[6]),
                     actual=json.loads(r[7]),
                 )
@@ -287,6 +310,13 @@ class SqliteStore(RecordStore):
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error, OSError)
 
+    # "WHERE true": SQLite's parser needs it between a SELECT and ON CONFLICT.
+    _insert_calls = (
+        f"INSERT INTO {SERVED} (id, role, model, served_at, endpoint, source, features, answer) "
+        "SELECT json_extract(value, '$.id'), ?, ?, ?, ?, ?, json_extract(value, '$.f'), "
+        "json_extract(value, '$.a') FROM json_each(?) WHERE true ON CONFLICT (id, role) DO NOTHING"
+    )
+
     def _transaction(self, connection: Any) -> Any:
         return connection  # sqlite3's connection commits (or rolls back) on exit
 
@@ -314,6 +344,12 @@ class PostgresStore(RecordStore):
         import psycopg
 
         return (psycopg.Error, OSError)
+
+    _insert_calls = (
+        f"INSERT INTO {SERVED} (id, role, model, served_at, endpoint, source, features, answer) "
+        "SELECT x->>'id', ?, ?, ?, ?, ?, (x->'f')::text, (x->'a')::text "
+        "FROM json_array_elements(?::json) AS x ON CONFLICT (id, role) DO NOTHING"
+    )
 
     def _transaction(self, connection: Any) -> Any:
         return connection.transaction()

@@ -2,7 +2,7 @@
 
 A model call hands its rows to :meth:`Recorder.offer` (a list append under a lock, never
 any I/O); one thread per worker takes what has gathered, turns it into
-:class:`~tabserve.record.store.ServedRow` records and writes them in one transaction, at
+:class:`~tabserve.record.rows.Served` calls and writes them in one transaction, at
 most ``batch_rows`` at a time. When the store is slow or down the service keeps
 answering: rows that find the queue full, or whose write fails, are dropped, counted
 (``on_dropped(rows, reason)``) and logged at most once per ``warn_interval_s`` with how
@@ -15,43 +15,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-from tabserve.record.rows import ServedRow
+from tabserve.record.rows import Served
 from tabserve.record.store import RecordStore, StoreError
 
 logger = logging.getLogger("tabserve.record")
-
-
-@dataclass(frozen=True)
-class Served:
-    """One model call's rows, as offered: turned into records by the writer thread."""
-
-    ids: Sequence[str]
-    rows: Sequence[Mapping[str, Any]]
-    answers: Sequence[dict[str, Any]]
-    role: str
-    model: str
-    endpoint: str
-    source: str
-    served_at: float
-
-    def records(self) -> list[ServedRow]:
-        return [
-            ServedRow(
-                id=row_id,
-                role=self.role,
-                model=self.model,
-                served_at=self.served_at,
-                endpoint=self.endpoint,
-                source=self.source,
-                features=dict(row),
-                answer={k: v for k, v in answer.items() if k != "id"},
-            )
-            for row_id, row, answer in zip(self.ids, self.rows, self.answers, strict=True)
-        ]
 
 
 class Recorder:
@@ -64,7 +33,7 @@ class Recorder:
         flush_s: how long rows may wait for others to join their write.
         retention_s: served rows (and ground truths) older than this are deleted, checked
             every ``retention_check_s``; None: kept forever.
-        on_written: called with the rows each successful write stored.
+        on_written: called with the calls each successful write stored.
         on_dropped: called with ``(rows, reason)``: ``queue_full`` or ``store_error``.
         warn_interval_s: at most one warning about dropped rows per this many seconds.
     """
@@ -78,7 +47,7 @@ class Recorder:
         flush_s: float = 0.2,
         retention_s: float | None = None,
         retention_check_s: float = 600.0,
-        on_written: Callable[[list[ServedRow]], None] = lambda rows: None,
+        on_written: Callable[[list[Served]], None] = lambda calls: None,
         on_dropped: Callable[[int, str], None] = lambda rows, reason: None,
         warn_interval_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -182,13 +151,12 @@ class Recorder:
                 return
 
     def _write(self, taken: list[Served]) -> None:
-        records = [record for served in taken for record in served.records()]
         try:
-            self.store.write_served(records)
+            self.store.write_calls(taken)
         except StoreError as exc:
-            self._dropped(len(records), "store_error", str(exc))
+            self._dropped(sum(len(s.ids) for s in taken), "store_error", str(exc))
             return
-        self._on_written(records)
+        self._on_written(taken)
 
     def _retain(self) -> None:
         if self.retention_s is None:

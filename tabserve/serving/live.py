@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tabserve.core.quality import actual_label, actual_value, agrees, answers_quality
-from tabserve.record.rows import LabelledRow, ServedRow
+from tabserve.record.rows import LabelledRow, Served
 from tabserve.record.settings import RecordSettings
 from tabserve.record.store import StoreError, open_store
-from tabserve.record.writer import Recorder, Served
+from tabserve.record.writer import Recorder
 
 # Every worker computes the same figures from the shared record, each at its own moment:
 # the gauges below keep the most recently published value among live workers
@@ -161,6 +161,8 @@ class LiveRecord:
         model_version: the version the served rows name.
         classes: the model's classes (None: a regression model).
         test_metrics: the served model's test figures (its lineage's metrics).
+        names: the champion's features, in the order of its validated rows' values (the
+            shadow scores the same rows: its records hold them in this order too).
     """
 
     def __init__(
@@ -169,10 +171,12 @@ class LiveRecord:
         model_version: str,
         classes: Sequence[Any] | None,
         test_metrics: Mapping[str, float],
+        names: Sequence[str] = (),
     ) -> None:
         assert settings.record_url is not None
         self.settings = settings
         self.model_version = model_version
+        self.names = tuple(names)
         self.classes = list(classes) if classes is not None else None
         self.store = open_store(settings.record_url, settings.record_timeout_s)
         self.metrics = live_metrics()
@@ -200,8 +204,11 @@ class LiveRecord:
         self.shadow_status: dict[str, dict[str, Any]] = {}
 
     # ---- served rows ------------------------------------------------------------------
-    def _written(self, records: Sequence[ServedRow]) -> None:
-        for role, count in Counter(record.role for record in records).items():
+    def _written(self, calls: Sequence[Served]) -> None:
+        rows: Counter[str] = Counter()
+        for call in calls:
+            rows[call.role] += len(call.ids)
+        for role, count in rows.items():
             self.metrics.recorded.labels(role=role).inc(count)
 
     def offer(
@@ -230,6 +237,7 @@ class LiveRecord:
                     endpoint,
                     source,
                     time.time(),
+                    self.names,
                 )
             )
 

@@ -200,13 +200,15 @@ class Monitor:
         answers: Sequence[dict[str, Any]],
         endpoint: str,
         source: str = "api",
+        matrix: np.ndarray | None = None,
     ) -> None:
         """Queue answered rows (their answers carry their ids) for the served-rows record,
-        when it is on, and predicted ones for the shadow, when one runs."""
+        when it is on, and predicted ones (with their encoded ``matrix``, when given) for
+        the shadow, when one runs."""
         if self.live is not None:
             self.live.offer(rows, answers, endpoint, source)
         if self.shadow is not None and endpoint == "predict":
-            self.shadow.offer(rows, answers, endpoint, source)
+            self.shadow.offer(rows, answers, endpoint, source, matrix)
 
     @property
     def logging_rows(self) -> bool:

@@ -121,6 +121,7 @@ class ServedModel:
                 self.model_version,
                 None if self.predictor.regression else self.predictor.classes,
                 self.predictor.lineage.metrics if self.predictor.lineage else {},
+                self.predictor.schema.feature_names,
             )
             self.live.start()
             self.monitor.live = self.live
@@ -162,7 +163,11 @@ class ServedModel:
             logger.error("shadow model %s refused, no shadow: %s", stored.tag, exc)
             return None
         shadow = Shadow(
-            predictor, self.live, self.settings.shadow_max_share, self.settings.shadow_queue_rows
+            predictor,
+            self.live,
+            self.settings.shadow_max_share,
+            self.settings.shadow_queue_rows,
+            champion=self.predictor.schema,
         )
         shadow.start()
         logger.info("shadow model %s scores every answered row", stored.tag)
@@ -184,7 +189,7 @@ class ServedModel:
         matrix = self.predictor.matrix(rows)
         answers = with_ids(rows, self.predictor.answers(matrix))
         self.monitor.observe("predict", matrix, answers)
-        self.monitor.record(rows, answers, "predict")
+        self.monitor.record(rows, answers, "predict", matrix=matrix)
         return answers
 
     def explanations(self, rows: Any) -> list[dict[str, Any]]:

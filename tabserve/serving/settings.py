@@ -155,7 +155,7 @@ class ModelSettings(BaseSettings):
 
     model_tag: str = Field(default="tabserve:latest", min_length=1)
     shadow_model: str | None = None
-    shadow_max_share: float = Field(default=0.2, gt=0, le=1)
+    shadow_max_share: float = Field(default=0.1, gt=0, le=1)
     shadow_queue_rows: int = Field(default=10_000, ge=10, le=1_000_000)
 
     @field_validator("shadow_model")

@@ -4,7 +4,8 @@ client's latency path, and its answers go into the record beside the champion's.
 ``TABSERVE_SHADOW_MODEL`` names the second model in the BentoML store (the pipeline
 imports the registry's ``@challenger`` as ``<model>-challenger``). A model call hands its
 rows and the champion's answers to :meth:`Shadow.offer` (a list append); one thread per
-worker scores them with the shadow model, at most ``shadow_max_share`` of the time (it
+worker scores them with the shadow model (on the champion's encoded rows when both
+encode alike), at most ``shadow_max_share`` of the time (it
 sleeps in proportion to the work it did), so that it never competes with the champion
 for more than that share of a core. Rows that find its queue full are shed and counted
 (``tabserve_shadow_rows_total{outcome="shed"}``): under saturation the shadow sees a
@@ -20,6 +21,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from tabserve.core.predictor import Predictor
 from tabserve.core.quality import agrees
@@ -77,6 +80,7 @@ class _Call:
     answers: Sequence[dict[str, Any]]
     endpoint: str
     source: str
+    matrix: np.ndarray | None
 
 
 class Shadow:
@@ -94,11 +98,18 @@ class Shadow:
         self,
         predictor: Predictor,
         live: Any,
-        max_share: float = 0.2,
+        max_share: float = 0.1,
         capacity: int = 10_000,
         batch_rows: int = 256,
+        champion: FeatureSchema | None = None,
     ) -> None:
         self.predictor = predictor
+        # The champion's encoded rows serve as they are when both models encode alike (the
+        # same features, kinds, categories and parts): no second encoding.
+        self.same_encoding = champion is not None and (
+            champion.features == predictor.schema.features
+            and champion.columns == predictor.schema.columns
+        )
         self.version = predictor.version
         self.live = live
         self.max_share = max_share
@@ -122,13 +133,16 @@ class Shadow:
         answers: Sequence[dict[str, Any]],
         endpoint: str,
         source: str = "api",
+        matrix: np.ndarray | None = None,
     ) -> None:
-        """Queue a call's rows and the champion's answers (no I/O, no model call)."""
+        """Queue a call's rows, the champion's answers and, when given, its encoded rows
+        (no I/O, no model call)."""
         count = len(rows)
         with self._ready:
             full = self._rows + count > self.capacity
             if not full:
-                self._waiting.append(_Call(rows, answers, endpoint, source))
+                kept = matrix if self.same_encoding else None
+                self._waiting.append(_Call(rows, answers, endpoint, source, kept))
                 self._rows += count
                 self._ready.notify()
         if full:
@@ -179,7 +193,12 @@ class Shadow:
     def _score(self, taken: list[_Call]) -> None:
         rows = [row for call in taken for row in call.rows]
         champion = [answer for call in taken for answer in call.answers]
-        shadow = self.predictor.answers(self.predictor.matrix(rows))
+        matrices = [call.matrix for call in taken]
+        if all(m is not None for m in matrices):
+            matrix = np.vstack(matrices)  # type: ignore[arg-type]
+        else:
+            matrix = self.predictor.matrix(rows)
+        shadow = self.predictor.answers(matrix)
         agreed = 0
         for mine, theirs in zip(shadow, champion, strict=True):
             if "id" in theirs:

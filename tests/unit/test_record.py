@@ -25,7 +25,8 @@ from sklearn.metrics import (
 from tabserve.core.quality import actual_label, actual_value, answers_quality
 from tabserve.record.settings import RecordSettings
 from tabserve.record.store import RecordStore, open_store
-from tabserve.record.writer import Recorder, Served
+from tabserve.record.rows import Served
+from tabserve.record.writer import Recorder
 from tabserve.serving.live import LiveRecord
 
 
@@ -36,7 +37,7 @@ def _served(prefix: str, n: int, model: str = "v1", role: str = "champion") -> S
     ]
     rows = [{"x": float(i), "colour": "red"} for i in range(n)]
     ids = [f"{prefix}-{i}" for i in range(n)]
-    return Served(ids, rows, answers, role, model, "predict", "api", time.time())
+    return Served(ids, rows, answers, role, model, "predict", "api", time.time(), ("x", "colour"))
 
 
 @pytest.fixture
@@ -47,7 +48,10 @@ def store(tmp_path: Path) -> RecordStore:
 def test_rows_are_written_off_the_caller_in_batches(store: RecordStore) -> None:
     written: list[int] = []
     recorder = Recorder(
-        store, batch_rows=25, flush_s=0.05, on_written=lambda rows: written.append(len(rows))
+        store,
+        batch_rows=25,
+        flush_s=0.05,
+        on_written=lambda calls: written.append(sum(len(c.ids) for c in calls)),
     )
     recorder.start()
     for k in range(4):
@@ -57,7 +61,11 @@ def test_rows_are_written_off_the_caller_in_batches(store: RecordStore) -> None:
     assert sum(written) == 40 and max(written) <= 25
     served = store.served(["r0-0", "r3-9", "nope"])
     assert set(served) == {"r0-0", "r3-9"}
-    assert served["r0-0"]["answer"] == {"label": "b", "probabilities": {"a": 0.25, "b": 0.75}}
+    assert served["r0-0"]["answer"] == {
+        "id": "r0-0",
+        "label": "b",
+        "probabilities": {"a": 0.25, "b": 0.75},
+    }
 
 
 def test_a_full_queue_drops_and_counts_rows_and_never_blocks(store: RecordStore) -> None:
@@ -88,8 +96,8 @@ def test_a_failing_store_loses_rows_counted_and_the_writer_carries_on(tmp_path: 
 
 def test_retention_deletes_old_rows_and_their_truths(store: RecordStore) -> None:
     old = _served("old", 2)
-    store.write_served([*Served(**{**old.__dict__, "served_at": time.time() - 3600}).records()])
-    store.write_served(_served("new", 2).records())
+    store.write_calls([Served(**{**old.__dict__, "served_at": time.time() - 3600})])
+    store.write_calls([_served("new", 2)])
     store.add_feedback([("old-0", "a"), ("new-0", "a")], time.time() - 3600)
     assert store.delete_before(time.time() - 60) == 2
     assert store.counts() == {"served_champion": 2, "feedback": 0}
@@ -172,7 +180,7 @@ def test_offering_never_waits_for_the_store(tmp_path: Path) -> None:
     """A model call's offer is a list append: a store held by another writer (a long
     transaction) delays the writer thread, never the caller."""
     store = open_store(f"sqlite:///{tmp_path / 'busy.db'}", timeout_s=5)
-    store.write_served(_served("warm", 1).records())
+    store.write_calls([_served("warm", 1)])
     holder = open_store(f"sqlite:///{tmp_path / 'busy.db'}")
     release = threading.Event()
 
