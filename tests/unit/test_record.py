@@ -23,9 +23,9 @@ from sklearn.metrics import (
 )
 
 from tabserve.core.quality import actual_label, actual_value, answers_quality
+from tabserve.record.rows import Served
 from tabserve.record.settings import RecordSettings
 from tabserve.record.store import RecordStore, open_store
-from tabserve.record.rows import Served
 from tabserve.record.writer import Recorder
 from tabserve.serving.live import LiveRecord
 
