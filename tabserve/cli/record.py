@@ -56,8 +56,8 @@ def add_parsers(commands: Any) -> None:
 
 
 def _store() -> Any:
+    from tabserve.record.backends import open_store
     from tabserve.record.settings import load_record_settings
-    from tabserve.record.store import open_store
 
     settings = load_record_settings()
     if settings.record_url is None:

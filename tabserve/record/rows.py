@@ -12,9 +12,10 @@ import pydantic_core
 
 @dataclass(frozen=True)
 class Served:
-    """One model call's answered rows, as the model call hands them over: written as one
-    statement (the database explodes its JSON into a row each), so that recording costs a
-    model call a list append and the writer thread one JSON encoding per call.
+    """One model call's answered rows, as the model call hands them over: written as a
+    record per request (its rows' features and answers as JSON arrays), so that recording
+    costs a model call a list append, and the writer thread and the database work per
+    request, not per row.
 
     Attributes:
         ids: each row's id (``<request id>-<index>``).
@@ -38,22 +39,38 @@ class Served:
     served_at: float
     names: tuple[str, ...]
 
-    def payload(self) -> str:
-        """``[{"id", "f": [values in names' order], "a": answer}, ...]`` as JSON, in one
-        pydantic-core pass."""
+    def requests(self) -> list[tuple[str, int, int, str, str]]:
+        """The call's rows by request (adaptive batching merges requests, each kept whole
+        and in order): ``(request id, first row index, rows, features JSON, answers
+        JSON)``, the features a list of values in ``names``' order; one pydantic-core
+        pass each."""
         names = self.names
-        return pydantic_core.to_json(
-            [
-                {
-                    "id": row_id,
-                    "f": getattr(row, "values_in_order", None) or [row.get(n) for n in names],
-                    "a": answer,
-                }
-                for row_id, row, answer in zip(self.ids, self.rows, self.answers, strict=True)
-            ],
-            fallback=str,
-            inf_nan_mode="null",
-        ).decode()
+        values = [
+            getattr(row, "values_in_order", None) or [row.get(n) for n in names]
+            for row in self.rows
+        ]
+        groups: list[tuple[str, int, int, str, str]] = []
+        start = 0
+        while start < len(self.ids):
+            request, _, first = self.ids[start].rpartition("-")
+            end = start + 1
+            while end < len(self.ids) and self.ids[end].rpartition("-")[0] == request:
+                end += 1
+            groups.append(
+                (
+                    request,
+                    int(first),
+                    end - start,
+                    _json(values[start:end]),
+                    _json(self.answers[start:end]),
+                )
+            )
+            start = end
+        return groups
+
+
+def _json(value: Any) -> str:
+    return pydantic_core.to_json(value, fallback=str, inf_nan_mode="null").decode()
 
 
 @dataclass(frozen=True)

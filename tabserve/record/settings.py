@@ -7,7 +7,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 from tabserve.core.config import load_section, section_config
-from tabserve.record.store import open_store
+from tabserve.record.backends import open_store
 
 
 class RecordSettings(BaseSettings):

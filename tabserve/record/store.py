@@ -1,30 +1,28 @@
 """The served-rows record: what the service answered and, later, what was true.
 
-Two tables, shared by every worker and replica that writes to the same store:
+Three tables, shared by every worker and replica that writes to the same store:
 
-- ``tabserve_served``: one row per answered row and per model that answered it (``role``
-  ``champion``, or ``shadow`` for a shadow challenger), with its id, time, endpoint,
-  source (``api``, ``ui``), features and answer (JSON text);
-- ``tabserve_feedback``: the ground truth of a served row (``id``, ``actual`` as JSON
-  text, when it came); one per id, the first report stands.
+- ``tabserve_served``: a record per request and per model that answered it (``role``
+  ``champion``, or ``shadow`` for a shadow challenger): time, endpoint, source (``api``,
+  ``ui``), and its rows' features and answers as JSON arrays (the row
+  ``<request id>-<index>`` at position ``index - first_index``). A request, not a row,
+  is the unit written: recording costs the writer thread and the database per request;
+- ``tabserve_feedback``: the ground truth of a served row (its id, request and index,
+  ``actual`` as JSON text, when it came); one per id, the first report stands;
+- ``tabserve_models``: each model version's feature names (the order of its values).
 
-Two backends behind :func:`open_store`: SQLite (``sqlite:///path/record.db``), a file
-for one machine (WAL mode: the workers of one server write it at once), and PostgreSQL
-(``postgresql://user:pw@host/db``, psycopg) for several replicas. Times are Unix seconds.
-The connections are per thread: the writer thread, the live-quality publisher and the
-feedback calls each have their own.
+The backends (SQLite, PostgreSQL) are ``tabserve/record/backends.py``. Times are Unix
+seconds. The connections are per thread: the writer thread, the live-quality publisher
+and the feedback calls each have their own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,28 +35,46 @@ FEEDBACK = "tabserve_feedback"
 MODELS = "tabserve_models"
 
 _TABLES = (
+    # One row per request (and role): its rows' features and answers as JSON arrays, the
+    # row <request id>-<first + i> at position i (a request's rows are answered together).
     f"""CREATE TABLE IF NOT EXISTS {SERVED} (
-        id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        first_index INTEGER NOT NULL,
         role TEXT NOT NULL,
+        n_rows INTEGER NOT NULL,
         model TEXT NOT NULL,
         served_at DOUBLE PRECISION NOT NULL,
         endpoint TEXT NOT NULL,
         source TEXT NOT NULL,
         features TEXT NOT NULL,
-        answer TEXT NOT NULL,
-        PRIMARY KEY (id, role))""",
+        answers TEXT NOT NULL,
+        PRIMARY KEY (request_id, role, first_index))""",
     f"CREATE INDEX IF NOT EXISTS {SERVED}_time ON {SERVED} (served_at)",
     f"""CREATE TABLE IF NOT EXISTS {FEEDBACK} (
         id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        row_index INTEGER NOT NULL,
         actual TEXT NOT NULL,
         received_at DOUBLE PRECISION NOT NULL)""",
     f"CREATE INDEX IF NOT EXISTS {FEEDBACK}_time ON {FEEDBACK} (received_at)",
+    f"CREATE INDEX IF NOT EXISTS {FEEDBACK}_request ON {FEEDBACK} (request_id)",
     f"""CREATE TABLE IF NOT EXISTS {MODELS} (
         model TEXT NOT NULL,
         role TEXT NOT NULL,
         features TEXT NOT NULL,
         PRIMARY KEY (model, role))""",
 )
+# A labelled row: the feedback, and the request record that holds its row.
+_HOLDS = (
+    "s.request_id = f.request_id AND f.row_index >= s.first_index "
+    "AND f.row_index < s.first_index + s.n_rows"
+)
+
+
+def split_id(row_id: str) -> tuple[str, int] | None:
+    """``(request id, index)`` of a row id ``<request id>-<index>``; None for another form."""
+    request, _, index = row_id.rpartition("-")
+    return (request, int(index)) if request and index.isdigit() else None
 
 
 class StoreError(RuntimeError):
@@ -143,14 +159,17 @@ class RecordStore:
         return statement.replace("?", self.placeholder)
 
     # ---- writes ------------------------------------------------------------------
-    _insert_calls = ""  # one call's JSON payload exploded into rows (per backend)
-
     def write_calls(self, calls: Sequence[Served]) -> None:
-        """Add model calls' served rows (one transaction, one statement a call); a row
-        already recorded is left as it was."""
+        """Add model calls' served rows, a record per request (one transaction); a
+        request already recorded is left as it was."""
         if not calls:
             return
         names = {(c.model, c.role): c.names for c in calls if (c.model, c.role) not in self._named}
+        records = [
+            (request, first, c.role, count, c.model, c.served_at, c.endpoint, c.source, f, a)
+            for c in calls
+            for request, first, count, f, a in c.requests()
+        ]
         with self._cursor() as cursor:
             for (model, role), features in names.items():
                 cursor.execute(
@@ -161,47 +180,67 @@ class RecordStore:
                     (model, role, json.dumps(list(features))),
                 )
             cursor.executemany(
-                self._sql(self._insert_calls),
-                [(c.role, c.model, c.served_at, c.endpoint, c.source, c.payload()) for c in calls],
+                self._sql(
+                    f"INSERT INTO {SERVED} (request_id, first_index, role, n_rows, model, "
+                    "served_at, endpoint, source, features, answers) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (request_id, role, first_index) DO NOTHING"
+                ),
+                records,
             )
         self._named.update(names)
 
     def served(self, ids: Sequence[str], role: str = "champion") -> dict[str, dict[str, Any]]:
         """The recorded answers (and ``served_at``) of ``ids`` by ``role``, by id."""
-        found: dict[str, dict[str, Any]] = {}
-        if not ids:
-            return found
-        marks = ", ".join("?" * len(ids))
+        wanted = {row_id: split_id(row_id) for row_id in ids}
+        requests = sorted({where[0] for where in wanted.values() if where is not None})
+        if not requests:
+            return {}
+        marks = ", ".join("?" * len(requests))
         statement = self._sql(
-            f"SELECT id, served_at, answer FROM {SERVED} WHERE role = ? AND id IN ({marks})"
+            f"SELECT request_id, first_index, served_at, answers FROM {SERVED} "
+            f"WHERE role = ? AND request_id IN ({marks})"
         )
         with self._cursor() as cursor:
-            cursor.execute(statement, (role, *ids))
-            for row_id, served_at, answer in cursor.fetchall():
-                found[row_id] = {"served_at": served_at, "answer": json.loads(answer)}
+            cursor.execute(statement, (role, *requests))
+            held = [(r, first, at, json.loads(a)) for r, first, at, a in cursor.fetchall()]
+        found: dict[str, dict[str, Any]] = {}
+        for row_id, where in wanted.items():
+            for request, first, served_at, answers in held:
+                if (
+                    where is not None
+                    and request == where[0]
+                    and 0 <= where[1] - first < len(answers)
+                ):
+                    found[row_id] = {"served_at": served_at, "answer": answers[where[1] - first]}
         return found
 
     def add_feedback(self, items: Sequence[tuple[str, Any]], received_at: float) -> set[str]:
-        """Record ground truths ``(id, actual)``; the ids that were already recorded (a
-        second report never changes the first)."""
+        """Record ground truths ``(id, actual)`` of served rows; the ids that were already
+        recorded (a second report never changes the first)."""
         duplicates: set[str] = set()
         statement = self._sql(
-            f"INSERT INTO {FEEDBACK} (id, actual, received_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (id) DO NOTHING"
+            f"INSERT INTO {FEEDBACK} (id, request_id, row_index, actual, received_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
         )
         with self._cursor() as cursor:
             for row_id, actual in items:
-                cursor.execute(statement, (row_id, json.dumps(actual), received_at))
+                request, index = split_id(row_id) or (row_id, -1)
+                cursor.execute(statement, (row_id, request, index, json.dumps(actual), received_at))
                 if cursor.rowcount == 0:
                     duplicates.add(row_id)
         return duplicates
 
     def delete_before(self, cutoff: float) -> int:
-        """Forget served rows older than ``cutoff`` and ground truths that came before it
-        (the retention); how many served rows went."""
+        """Forget served requests older than ``cutoff`` and ground truths that came before
+        it (the retention); how many served rows went."""
         with self._cursor() as cursor:
+            cursor.execute(
+                self._sql(f"SELECT COALESCE(SUM(n_rows), 0) FROM {SERVED} WHERE served_at < ?"),
+                (cutoff,),
+            )
+            deleted = int(cursor.fetchone()[0])
             cursor.execute(self._sql(f"DELETE FROM {SERVED} WHERE served_at < ?"), (cutoff,))
-            deleted = int(cursor.rowcount)
             cursor.execute(self._sql(f"DELETE FROM {FEEDBACK} WHERE received_at < ?"), (cutoff,))
         return deleted
 
@@ -231,10 +270,11 @@ class RecordStore:
                 where.append(clause)
                 params.append(value)
         statement = (
-            f"SELECT s.id, s.role, s.model, s.served_at, f.received_at, s.features, s.answer, "
-            f"f.actual, m.features AS names, ROW_NUMBER() OVER (PARTITION BY s.model, s.role "
-            f"ORDER BY f.received_at DESC, s.id) AS n "
-            f"FROM {FEEDBACK} f JOIN {SERVED} s ON s.id = f.id "
+            f"SELECT f.id, s.role, s.model, s.served_at, f.received_at, s.features, s.answers, "
+            f"f.actual, m.features AS names, f.row_index - s.first_index AS position, "
+            f"ROW_NUMBER() OVER (PARTITION BY s.model, s.role "
+            f"ORDER BY f.received_at DESC, f.id) AS n "
+            f"FROM {FEEDBACK} f JOIN {SERVED} s ON {_HOLDS} "
             f"LEFT JOIN {MODELS} m ON m.model = s.model AND m.role = s.role "
             f"WHERE {' AND '.join(where)}"
         )
@@ -245,135 +285,81 @@ class RecordStore:
         statement += " ORDER BY received_at DESC, id"
         with self._cursor() as cursor:
             cursor.execute(self._sql(statement), params)
-            return [
-                LabelledRow(
-                    id=r[0],
-                    role=r[1],
-                    model=r[2],
-                    served_at=r[3],
-                    received_at=r[4],
-                    features=dict(zip(json.loads(r[8] or "[]"), json.loads(r[5]), strict=False)),
-                    answer=json.loads(r[6]),
-                    actual=json.loads(r[7]),
-                )
-                for r in cursor.fetchall()
-            ]
+            rows = cursor.fetchall()
+        parsed = _Parsed()
+        return [
+            LabelledRow(
+                id=r[0],
+                role=r[1],
+                model=r[2],
+                served_at=r[3],
+                received_at=r[4],
+                features=dict(zip(parsed(r[8] or "[]"), parsed(r[5])[r[9]], strict=False)),
+                answer=parsed(r[6])[r[9]],
+                actual=json.loads(r[7]),
+            )
+            for r in rows
+        ]
 
     def pairs(
         self, limit: int, *, labelled: bool = False, since: float | None = None
     ) -> list[Pair]:
         """Rows both the champion and a shadow answered, the most recent first (labelled
         only: the most recently labelled first), at most ``limit``."""
-        join = "JOIN" if labelled else "LEFT JOIN"
-        order = "f.received_at" if labelled else "s.served_at"
-        statement = (
-            f"SELECT s.id, c.model, s.model, c.answer, s.answer, f.actual FROM {SERVED} s "
-            f"JOIN {SERVED} c ON c.id = s.id AND c.role = 'champion' "
-            f"{join} {FEEDBACK} f ON f.id = s.id "
-            f"WHERE s.role = 'shadow' AND s.served_at >= ? ORDER BY {order} DESC, s.id LIMIT ?"
+        both = (
+            f"FROM {SERVED} s JOIN {SERVED} c ON c.request_id = s.request_id "
+            "AND c.role = 'champion' AND c.first_index = s.first_index"
         )
+        if labelled:
+            statement = (
+                f"SELECT s.request_id, s.first_index, c.model, s.model, c.answers, s.answers, "
+                f"f.row_index, f.actual {both} JOIN {FEEDBACK} f ON {_HOLDS} "
+                f"WHERE s.role = 'shadow' AND s.served_at >= ? "
+                f"ORDER BY f.received_at DESC, f.id LIMIT ?"
+            )
+        else:
+            statement = (
+                f"SELECT s.request_id, s.first_index, c.model, s.model, c.answers, s.answers, "
+                f"NULL, NULL {both} WHERE s.role = 'shadow' AND s.served_at >= ? "
+                f"ORDER BY s.served_at DESC, s.request_id LIMIT ?"
+            )
         with self._cursor() as cursor:
             cursor.execute(self._sql(statement), (since or 0.0, limit))
-            return [
-                Pair(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), _loads(r[5]))
-                for r in cursor.fetchall()
-            ]
+            rows = cursor.fetchall()
+        parsed, pairs = _Parsed(), []
+        for request, first, champion_model, shadow_model, c, s, index, actual in rows:
+            champion, shadow = parsed(c), parsed(s)
+            positions = [index - first] if index is not None else range(len(shadow))
+            for i in positions:
+                pairs.append(
+                    Pair(
+                        f"{request}-{first + i}",
+                        champion_model,
+                        shadow_model,
+                        champion[i],
+                        shadow[i],
+                        _loads(actual),
+                    )
+                )
+        return pairs[:limit]
 
     def counts(self) -> dict[str, int]:
         """How many served rows (by role) and ground truths the store holds."""
         with self._cursor() as cursor:
-            cursor.execute(f"SELECT role, COUNT(*) FROM {SERVED} GROUP BY role")
+            cursor.execute(f"SELECT role, SUM(n_rows) FROM {SERVED} GROUP BY role")
             counts = {f"served_{role}": int(n) for role, n in cursor.fetchall()}
             cursor.execute(f"SELECT COUNT(*) FROM {FEEDBACK}")
             counts["feedback"] = int(cursor.fetchone()[0])
         return counts
 
 
-class SqliteStore(RecordStore):
-    """The embedded store: one SQLite file in WAL mode (the workers of one machine)."""
+class _Parsed:
+    """JSON texts parsed once each (a request's arrays serve every labelled row of it)."""
 
-    def __init__(self, url: str, path: Path, timeout_s: float) -> None:
-        super().__init__(url)
-        self.path = path
-        self.timeout_s = timeout_s
+    def __init__(self) -> None:
+        self._seen: dict[str, Any] = {}
 
-    def _connect(self) -> Any:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Served features are as private as the requests were: owner only (SQLite gives
-        # its -wal and -shm files the database's mode).
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        connection = sqlite3.connect(self.path, timeout=self.timeout_s, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        return connection
-
-    def _errors(self) -> tuple[type[BaseException], ...]:
-        return (sqlite3.Error, OSError)
-
-    # "WHERE true": SQLite's parser needs it between a SELECT and ON CONFLICT.
-    _insert_calls = (
-        f"INSERT INTO {SERVED} (id, role, model, served_at, endpoint, source, features, answer) "
-        "SELECT json_extract(value, '$.id'), ?, ?, ?, ?, ?, json_extract(value, '$.f'), "
-        "json_extract(value, '$.a') FROM json_each(?) WHERE true ON CONFLICT (id, role) DO NOTHING"
-    )
-
-    def _transaction(self, connection: Any) -> Any:
-        return connection  # sqlite3's connection commits (or rolls back) on exit
-
-
-class PostgresStore(RecordStore):
-    """A PostgreSQL database (psycopg 3): the replicas of a deployment share it."""
-
-    placeholder = "%s"
-
-    def __init__(self, url: str, timeout_s: float) -> None:
-        super().__init__(url)
-        self.timeout_s = timeout_s
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(
-            self.url,
-            autocommit=True,  # each block below is its own transaction
-            connect_timeout=max(1, round(self.timeout_s)),
-            options=f"-c statement_timeout={round(self.timeout_s * 1000)}",
-        )
-
-    def _errors(self) -> tuple[type[BaseException], ...]:
-        import psycopg
-
-        return (psycopg.Error, OSError)
-
-    _insert_calls = (
-        f"INSERT INTO {SERVED} (id, role, model, served_at, endpoint, source, features, answer) "
-        "SELECT x->>'id', ?, ?, ?, ?, ?, (x->'f')::text, (x->'a')::text "
-        "FROM json_array_elements(?::json) AS x ON CONFLICT (id, role) DO NOTHING"
-    )
-
-    def _transaction(self, connection: Any) -> Any:
-        return connection.transaction()
-
-    def _create_tables(self, connection: Any) -> None:
-        # Workers and replicas start together: one creates the tables at a time
-        # (concurrent CREATE ... IF NOT EXISTS can still collide in PostgreSQL).
-        connection.execute("SELECT pg_advisory_xact_lock(hashtext('tabserve_record'))")
-        super()._create_tables(connection)
-
-
-def open_store(url: str, timeout_s: float = 5.0) -> RecordStore:
-    """The store at ``url``: ``sqlite:///relative/or//absolute/path.db`` or
-    ``postgresql://...`` (``postgres://`` too). Nothing is connected until first used.
-
-    Raises:
-        ValueError: for any other scheme, or a SQLite URL without a path.
-    """
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "sqlite":
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        if not path:
-            raise ValueError(f"{url!r}: a SQLite record is sqlite:///path/to/record.db")
-        return SqliteStore(url, Path(path), timeout_s)
-    if scheme in {"postgresql", "postgres"}:
-        return PostgresStore(url, timeout_s)
-    raise ValueError(f"{url!r}: the record store is sqlite:///path.db or postgresql://...")
+    def __call__(self, text: str) -> Any:
+        if text not in self._seen:
+            self._seen[text] = json.loads(text)
+        return self._seen[text]

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tabserve.core.quality import actual_label, actual_value, agrees, answers_quality
+from tabserve.record.backends import open_store
 from tabserve.record.rows import LabelledRow, Served
 from tabserve.record.settings import RecordSettings
-from tabserve.record.store import StoreError, open_store
+from tabserve.record.store import StoreError
 from tabserve.record.writer import Recorder
 
 # Every worker computes the same figures from the shared record, each at its own moment:

@@ -142,7 +142,7 @@ def test_the_record_on_a_mounted_volume_takes_feedback(built: Built, tmp_path: P
     rows and their ground truth land in a SQLite file on the host."""
     import os
 
-    from tabserve.record.store import open_store
+    from tabserve.record.backends import open_store
 
     users_file(tmp_path, 0o640)
     volume = tmp_path / "record"

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tabserve.record.store import open_store
+from tabserve.record.backends import open_store
 from tabserve.security.users import UserStore
 from tests.postgres import postgres_server
 from tests.support import TestModel, cheap_hasher, import_test_model, server_env, serving

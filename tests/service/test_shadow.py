@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tabserve.core.predictor import Predictor
-from tabserve.record.store import open_store
+from tabserve.record.backends import open_store
 from tabserve.security.users import UserStore
 from tests.service.test_feedback_loop import _metric, _predict, _settled, _token, _wait_for
 from tests.support import cheap_hasher, import_test_model, server_env, serving

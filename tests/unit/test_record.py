@@ -23,9 +23,10 @@ from sklearn.metrics import (
 )
 
 from tabserve.core.quality import actual_label, actual_value, answers_quality
+from tabserve.record.backends import open_store
 from tabserve.record.rows import Served
 from tabserve.record.settings import RecordSettings
-from tabserve.record.store import RecordStore, open_store
+from tabserve.record.store import RecordStore
 from tabserve.record.writer import Recorder
 from tabserve.serving.live import LiveRecord
 
@@ -202,3 +203,34 @@ def test_offering_never_waits_for_the_store(tmp_path: Path) -> None:
     assert recorder.flush()
     recorder.stop()
     assert store.counts()["served_champion"] == 1 + 50 * 20
+
+
+def test_export_labelled_and_live_report_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    from tabserve.cli.main import main
+    from tabserve.core.live_evidence import Snapshot
+
+    url = f"sqlite:///{tmp_path / 'record.db'}"
+    store = open_store(url)
+    champion, shadow = _served("c", 30), _served("c", 30, model="v2", role="shadow")
+    store.write_calls([champion, shadow])
+    store.add_feedback([(f"c-{i}", "a" if i % 3 else "b") for i in range(20)], time.time())
+    monkeypatch.setenv("TABSERVE_RECORD_URL", url)
+
+    assert main(["export-labelled", str(tmp_path / "served.csv"), "--target", "colour_ok"]) == 0
+    exported = pd.read_csv(tmp_path / "served.csv")
+    assert len(exported) == 20 and list(exported.columns) == ["x", "colour", "colour_ok"]
+    assert "20 labelled rows (models v1)" in capsys.readouterr().out
+
+    page, evidence = tmp_path / "live.html", tmp_path / "live.json"
+    assert main(["live-report", "--out", str(page), "--snapshot", str(evidence)]) == 0
+    assert "Live report: champion v1 vs shadow v2" in page.read_text()
+    snapshot = Snapshot.read(evidence)
+    assert (snapshot.champion, snapshot.shadow, len(snapshot.rows)) == ("v1", "v2", 20)
+
+    monkeypatch.delenv("TABSERVE_RECORD_URL")
+    assert main(["export-labelled", str(tmp_path / "again.csv")]) == 2
+    assert "no record: set TABSERVE_RECORD_URL" in capsys.readouterr().err
