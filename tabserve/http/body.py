@@ -51,6 +51,15 @@ direct call) is validated as a plain list of objects.
 """
 
 
+_in_flight = 0
+
+
+def in_flight() -> int:
+    """Prediction and explanation requests this worker is serving now (a shadow model
+    scores only while there are none: ``tabserve/serving/shadow.py``)."""
+    return _in_flight
+
+
 class JsonBodyMiddleware:
     """Checks and validates the JSON body of the prediction APIs before BentoML sees it.
 
@@ -71,6 +80,14 @@ class JsonBodyMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
+        global _in_flight
+        _in_flight += 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            _in_flight -= 1
+
+    async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = media_type(scope, default="application/json")
         if kind != "application/json":
             raise UnsupportedMediaTypeError(

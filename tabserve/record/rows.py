@@ -27,6 +27,8 @@ class Served:
         source: ``api`` or ``ui``.
         served_at: when, in Unix seconds.
         names: the features, in the order of each row's values.
+        features: whether to keep the rows' features (a shadow's records hold answers
+            only: the champion's hold the same rows).
     """
 
     ids: Sequence[str]
@@ -38,6 +40,7 @@ class Served:
     source: str
     served_at: float
     names: tuple[str, ...]
+    features: bool = True
 
     def requests(self) -> list[tuple[str, int, int, str, str]]:
         """The call's rows by request (adaptive batching merges requests, each kept whole
@@ -47,7 +50,7 @@ class Served:
         names = self.names
         values = [
             getattr(row, "values_in_order", None) or [row.get(n) for n in names]
-            for row in self.rows
+            for row in (self.rows if self.features else ())
         ]
         groups: list[tuple[str, int, int, str, str]] = []
         start = 0
@@ -61,7 +64,7 @@ class Served:
                     request,
                     int(first),
                     end - start,
-                    _json(values[start:end]),
+                    _json(values[start:end]) if self.features else "[]",
                     _json(self.answers[start:end]),
                 )
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -165,11 +166,15 @@ class RecordStore:
         if not calls:
             return
         names = {(c.model, c.role): c.names for c in calls if (c.model, c.role) not in self._named}
-        records = [
-            (request, first, c.role, count, c.model, c.served_at, c.endpoint, c.source, f, a)
-            for c in calls
-            for request, first, count, f, a in c.requests()
-        ]
+        records = []
+        for c in calls:
+            records += [
+                (request, first, c.role, count, c.model, c.served_at, c.endpoint, c.source, f, a)
+                for request, first, count, f, a in c.requests()
+            ]
+            # The GIL back to the event loop between calls: a thread that keeps it in
+            # Python code makes a waiting one wait the switch interval (5 ms) each time.
+            time.sleep(0)
         with self._cursor() as cursor:
             for (model, role), features in names.items():
                 cursor.execute(
@@ -294,7 +299,7 @@ class RecordStore:
                 model=r[2],
                 served_at=r[3],
                 received_at=r[4],
-                features=dict(zip(parsed(r[8] or "[]"), parsed(r[5])[r[9]], strict=False)),
+                features=_features(parsed(r[8] or "[]"), parsed(r[5]), r[9]),
                 answer=parsed(r[6])[r[9]],
                 actual=json.loads(r[7]),
             )
@@ -351,6 +356,11 @@ class RecordStore:
             cursor.execute(f"SELECT COUNT(*) FROM {FEEDBACK}")
             counts["feedback"] = int(cursor.fetchone()[0])
         return counts
+
+
+def _features(names: list[str], values: list[list[Any]], position: int) -> dict[str, Any]:
+    """A row's features by name ({} for a record that keeps none: a shadow's)."""
+    return dict(zip(names, values[position], strict=False)) if values else {}
 
 
 class _Parsed:

@@ -220,9 +220,11 @@ class LiveRecord:
         source: str,
         role: str = "champion",
         model: str | None = None,
+        features: bool = True,
     ) -> None:
         """Queue answered rows for the record, each named by its answer's ``id`` (answers
-        without one are not recorded)."""
+        without one are not recorded); with ``features`` False, the answers only (a
+        shadow's: the champion's record holds the same rows' features)."""
         kept = [i for i, answer in enumerate(answers) if answer.get("id") is not None]
         if len(kept) < len(answers):
             rows, answers = [rows[i] for i in kept], [answers[i] for i in kept]
@@ -239,6 +241,7 @@ class LiveRecord:
                     source,
                     time.time(),
                     self.names,
+                    features,
                 )
             )
 

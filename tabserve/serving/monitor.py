@@ -222,4 +222,4 @@ def named_answers(
     """Answers given their rows' ids, ``<request id>-<index>`` (the UI's rows: the API's
     get theirs from the HTTP edge, :mod:`tabserve.http.body`)."""
     prefix = request_id or new_request_id()
-    return [{"id": f"{prefix}-{index}", **answer} for index, answer in enumerate(answers)]
+    return [{**answer, "id": f"{prefix}-{index}"} for index, answer in enumerate(answers)]

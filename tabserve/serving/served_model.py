@@ -203,11 +203,12 @@ class ServedModel:
 
 
 def with_ids(rows: Any, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each answer with its row's id first (rows given no id, a direct call's, keep none)."""
-    return [
-        answer if row_id is None else {"id": row_id, **answer}
-        for row_id, answer in zip((getattr(row, "id", None) for row in rows), answers, strict=True)
-    ]
+    """Each answer given its row's id (rows given no id, a direct call's, keep none)."""
+    for row, answer in zip(rows, answers, strict=True):
+        row_id = getattr(row, "id", None)
+        if row_id is not None:
+            answer["id"] = row_id
+    return answers
 
 
 def loaded_instance() -> ServedModel | None:

@@ -5,11 +5,15 @@ client's latency path, and its answers go into the record beside the champion's.
 imports the registry's ``@challenger`` as ``<model>-challenger``). A model call hands its
 rows and the champion's answers to :meth:`Shadow.offer` (a list append); one thread per
 worker scores them with the shadow model (on the champion's encoded rows when both
-encode alike), at most ``shadow_max_share`` of the time (it
-sleeps in proportion to the work it did), so that it never competes with the champion
-for more than that share of a core. Rows that find its queue full are shed and counted
+encode alike):
+
+- only while the worker serves no prediction: between requests, never beside one;
+- at most ``shadow_max_share`` of the time (it idles in proportion to the work it did).
+
+Rows that find its queue full are shed and counted
 (``tabserve_shadow_rows_total{outcome="shed"}``): under saturation the shadow sees a
-sample of the traffic, never a slower champion.
+sample of the traffic, never a slower champion. Its records hold its answers only (the
+features are the champion's records').
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ import numpy as np
 from tabserve.core.predictor import Predictor
 from tabserve.core.quality import agrees
 from tabserve.core.schema import FeatureSchema
+from tabserve.http.body import in_flight
 
 logger = logging.getLogger("tabserve.shadow")
 
+# How often a waiting shadow looks again whether the champion is idle.
+IDLE_POLL_S = 0.001
 _LOCK = threading.Lock()
 _COUNTER: Any = None
 
@@ -181,6 +188,8 @@ class Shadow:
             taken = self._take()
             if not taken:
                 return  # stopped
+            while in_flight() and not self._stopped:
+                time.sleep(IDLE_POLL_S)  # the champion is serving: wait for a quiet moment
             started = time.perf_counter()
             try:
                 self._score(taken)
@@ -218,6 +227,7 @@ class Shadow:
                 call.source,
                 role="shadow",
                 model=self.version,
+                features=False,
             )
             start = end
 
