@@ -42,12 +42,20 @@ class Served:
     names: tuple[str, ...]
     features: bool = True
 
+    def outputs(self) -> list[str] | None:
+        """How the call's answers are kept: a prediction as a list read with these keys
+        (:func:`compact`), or None for answers kept whole (explanations)."""
+        return outputs_of(self.answers[0]) if self.answers else None
+
     def requests(self) -> list[tuple[str, int, int, str, str]]:
         """The call's rows by request (adaptive batching merges requests, each kept whole
         and in order): ``(request id, first row index, rows, features JSON, answers
-        JSON)``, the features a list of values in ``names``' order; one pydantic-core
-        pass each."""
+        JSON)``, the features a list of values in ``names``' order, the answers
+        :func:`compact`; one pydantic-core pass each."""
         names = self.names
+        answers = (
+            self.answers if self.outputs() is None else [compact(answer) for answer in self.answers]
+        )
         values = [
             getattr(row, "values_in_order", None) or [row.get(n) for n in names]
             for row in (self.rows if self.features else ())
@@ -65,11 +73,44 @@ class Served:
                     int(first),
                     end - start,
                     _json(values[start:end]) if self.features else "[]",
-                    _json(self.answers[start:end]),
+                    _json(answers[start:end]),
                 )
             )
             start = end
         return groups
+
+
+# A regression answer's compact form: [value, low, high, coverage].
+REGRESSION_OUTPUTS = ["value", "low", "high", "coverage"]
+
+
+def outputs_of(answer: Mapping[str, Any]) -> list[str] | None:
+    """The keys of a prediction's compact form: its classes' (the probabilities' keys) or a
+    regression's parts; None for another answer (an explanation, kept whole)."""
+    if "probabilities" in answer:
+        return list(answer["probabilities"])
+    if "interval" in answer:
+        return REGRESSION_OUTPUTS
+    return None
+
+
+def compact(answer: Mapping[str, Any]) -> list[Any]:
+    """A prediction as a list: ``[label, p1, p2, ...]`` or ``[value, low, high,
+    coverage]`` (its id is the record's; a fraction of the JSON to write)."""
+    if "probabilities" in answer:
+        return [answer["label"], *answer["probabilities"].values()]
+    interval = answer["interval"]
+    return [answer["value"], interval["low"], interval["high"], interval["coverage"]]
+
+
+def expand(item: Any, outputs: list[str] | None) -> Any:
+    """The answer :func:`compact` kept (an answer kept whole as it is)."""
+    if not isinstance(item, list) or outputs is None:
+        return item
+    if outputs == REGRESSION_OUTPUTS:
+        low, high, coverage = item[1:]
+        return {"value": item[0], "interval": {"low": low, "high": high, "coverage": coverage}}
+    return {"label": item[0], "probabilities": dict(zip(outputs, item[1:], strict=False))}
 
 
 def _json(value: Any) -> str:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from tabserve.record.rows import LabelledRow, Pair, Served
+from tabserve.record.rows import LabelledRow, Pair, Served, expand
 
 SERVED = "tabserve_served"
 FEEDBACK = "tabserve_feedback"
@@ -63,6 +63,7 @@ _TABLES = (
         model TEXT NOT NULL,
         role TEXT NOT NULL,
         features TEXT NOT NULL,
+        outputs TEXT,
         PRIMARY KEY (model, role))""",
 )
 # A labelled row: the feedback, and the request record that holds its row.
@@ -84,6 +85,10 @@ class StoreError(RuntimeError):
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 class RecordStore:
@@ -165,24 +170,30 @@ class RecordStore:
         request already recorded is left as it was."""
         if not calls:
             return
-        names = {(c.model, c.role): c.names for c in calls if (c.model, c.role) not in self._named}
+        models: dict[tuple[str, str], tuple[tuple[str, ...], list[str] | None]] = {}
+        for c in calls:
+            key = (c.model, c.role)
+            if key not in self._named and models.get(key, ((), None))[1] is None:
+                models[key] = (c.names, c.outputs())
         records = []
         for c in calls:
             records += [
                 (request, first, c.role, count, c.model, c.served_at, c.endpoint, c.source, f, a)
                 for request, first, count, f, a in c.requests()
             ]
-            # The GIL back to the event loop between calls: a thread that keeps it in
-            # Python code makes a waiting one wait the switch interval (5 ms) each time.
-            time.sleep(0)
+            if len(records) % 32 == 0:
+                # The GIL back to the event loop now and then: a thread that keeps it in
+                # Python code makes a waiting one wait the switch interval (5 ms).
+                time.sleep(0)
         with self._cursor() as cursor:
-            for (model, role), features in names.items():
+            for (model, role), (features, outputs) in models.items():
                 cursor.execute(
                     self._sql(
-                        f"INSERT INTO {MODELS} (model, role, features) VALUES (?, ?, ?) "
-                        "ON CONFLICT (model, role) DO NOTHING"
+                        f"INSERT INTO {MODELS} (model, role, features, outputs) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (model, role) DO UPDATE SET "
+                        f"outputs = COALESCE({MODELS}.outputs, excluded.outputs)"
                     ),
-                    (model, role, json.dumps(list(features))),
+                    (model, role, json.dumps(list(features)), _dumps(outputs)),
                 )
             cursor.executemany(
                 self._sql(
@@ -193,7 +204,8 @@ class RecordStore:
                 ),
                 records,
             )
-        self._named.update(names)
+        # Known for good once its predictions' form is: until then, looked at each time.
+        self._named.update(key for key, (_, outputs) in models.items() if outputs is not None)
 
     def served(self, ids: Sequence[str], role: str = "champion") -> dict[str, dict[str, Any]]:
         """The recorded answers (and ``served_at``) of ``ids`` by ``role``, by id."""
@@ -203,12 +215,16 @@ class RecordStore:
             return {}
         marks = ", ".join("?" * len(requests))
         statement = self._sql(
-            f"SELECT request_id, first_index, served_at, answers FROM {SERVED} "
-            f"WHERE role = ? AND request_id IN ({marks})"
+            f"SELECT s.request_id, s.first_index, s.served_at, s.answers, m.outputs "
+            f"FROM {SERVED} s LEFT JOIN {MODELS} m ON m.model = s.model AND m.role = s.role "
+            f"WHERE s.role = ? AND s.request_id IN ({marks})"
         )
         with self._cursor() as cursor:
             cursor.execute(statement, (role, *requests))
-            held = [(r, first, at, json.loads(a)) for r, first, at, a in cursor.fetchall()]
+            held = [
+                (r, first, at, [expand(x, _loads(o)) for x in json.loads(a)])
+                for r, first, at, a, o in cursor.fetchall()
+            ]
         found: dict[str, dict[str, Any]] = {}
         for row_id, where in wanted.items():
             for request, first, served_at, answers in held:
@@ -277,6 +293,7 @@ class RecordStore:
         statement = (
             f"SELECT f.id, s.role, s.model, s.served_at, f.received_at, s.features, s.answers, "
             f"f.actual, m.features AS names, f.row_index - s.first_index AS position, "
+            f"m.outputs, "
             f"ROW_NUMBER() OVER (PARTITION BY s.model, s.role "
             f"ORDER BY f.received_at DESC, f.id) AS n "
             f"FROM {FEEDBACK} f JOIN {SERVED} s ON {_HOLDS} "
@@ -300,7 +317,7 @@ class RecordStore:
                 served_at=r[3],
                 received_at=r[4],
                 features=_features(parsed(r[8] or "[]"), parsed(r[5]), r[9]),
-                answer=parsed(r[6])[r[9]],
+                answer=expand(parsed(r[6])[r[9]], parsed(r[10]) if r[10] else None),
                 actual=json.loads(r[7]),
             )
             for r in rows
@@ -313,27 +330,32 @@ class RecordStore:
         only: the most recently labelled first), at most ``limit``."""
         both = (
             f"FROM {SERVED} s JOIN {SERVED} c ON c.request_id = s.request_id "
-            "AND c.role = 'champion' AND c.first_index = s.first_index"
+            "AND c.role = 'champion' AND c.first_index = s.first_index "
+            f"LEFT JOIN {MODELS} cm ON cm.model = c.model AND cm.role = c.role "
+            f"LEFT JOIN {MODELS} sm ON sm.model = s.model AND sm.role = s.role"
         )
         if labelled:
             statement = (
                 f"SELECT s.request_id, s.first_index, c.model, s.model, c.answers, s.answers, "
-                f"f.row_index, f.actual {both} JOIN {FEEDBACK} f ON {_HOLDS} "
+                f"f.row_index, f.actual, cm.outputs, sm.outputs {both} "
+                f"JOIN {FEEDBACK} f ON {_HOLDS} "
                 f"WHERE s.role = 'shadow' AND s.served_at >= ? "
                 f"ORDER BY f.received_at DESC, f.id LIMIT ?"
             )
         else:
             statement = (
                 f"SELECT s.request_id, s.first_index, c.model, s.model, c.answers, s.answers, "
-                f"NULL, NULL {both} WHERE s.role = 'shadow' AND s.served_at >= ? "
+                f"NULL, NULL, cm.outputs, sm.outputs {both} "
+                f"WHERE s.role = 'shadow' AND s.served_at >= ? "
                 f"ORDER BY s.served_at DESC, s.request_id LIMIT ?"
             )
         with self._cursor() as cursor:
             cursor.execute(self._sql(statement), (since or 0.0, limit))
             rows = cursor.fetchall()
         parsed, pairs = _Parsed(), []
-        for request, first, champion_model, shadow_model, c, s, index, actual in rows:
+        for request, first, champion_model, shadow_model, c, s, index, actual, co, so in rows:
             champion, shadow = parsed(c), parsed(s)
+            c_outputs, s_outputs = _loads(co), _loads(so)
             positions = [index - first] if index is not None else range(len(shadow))
             for i in positions:
                 pairs.append(
@@ -341,8 +363,8 @@ class RecordStore:
                         f"{request}-{first + i}",
                         champion_model,
                         shadow_model,
-                        champion[i],
-                        shadow[i],
+                        expand(champion[i], c_outputs),
+                        expand(shadow[i], s_outputs),
                         _loads(actual),
                     )
                 )

@@ -62,8 +62,7 @@ def test_rows_are_written_off_the_caller_in_batches(store: RecordStore) -> None:
     assert sum(written) == 40 and max(written) <= 25
     served = store.served(["r0-0", "r3-9", "nope"])
     assert set(served) == {"r0-0", "r3-9"}
-    assert served["r0-0"]["answer"] == {
-        "id": "r0-0",
+    assert served["r0-0"]["answer"] == {  # kept as [label, *probabilities], read back whole
         "label": "b",
         "probabilities": {"a": 0.25, "b": 0.75},
     }
@@ -234,3 +233,21 @@ def test_export_labelled_and_live_report_from_the_command_line(
     monkeypatch.delenv("TABSERVE_RECORD_URL")
     assert main(["export-labelled", str(tmp_path / "again.csv")]) == 2
     assert "no record: set TABSERVE_RECORD_URL" in capsys.readouterr().err
+
+
+def test_predictions_are_kept_compact_and_read_back_whole(store: RecordStore) -> None:
+    value = {"value": 3.5, "interval": {"low": 1.0, "high": 6.0, "coverage": 0.9}}
+    explained = {"value": 3.5, "base_value": 2.0, "contributions": {"x": 1.5}}
+    names = ("x",)
+    rows = [{"x": 1.0}]
+    now = time.time()
+    store.write_calls(
+        [
+            Served(["r-0"], rows, [value], "champion", "v9", "predict", "api", now, names),
+            Served(["e-0"], rows, [explained], "champion", "v9", "explain", "api", now, names),
+        ]
+    )
+    assert store.served(["r-0", "e-0"]) == {
+        "r-0": {"served_at": now, "answer": value},
+        "e-0": {"served_at": now, "answer": explained},
+    }
