@@ -98,7 +98,8 @@ class Shadow:
         live: the record the shadow's answers go to (``offer(..., role="shadow")``).
         max_share: the most of the wall-clock time the thread may spend scoring.
         capacity: the most rows waiting; more are shed.
-        batch_rows: the most rows scored in one model call.
+        batch_rows: the most rows scored at once (small: a request that arrives while the
+            shadow scores waits for that much).
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class Shadow:
         live: Any,
         max_share: float = 0.1,
         capacity: int = 10_000,
-        batch_rows: int = 256,
+        batch_rows: int = 64,
         champion: FeatureSchema | None = None,
     ) -> None:
         self.predictor = predictor
