@@ -18,9 +18,8 @@ class Served:
     request, not per row.
 
     Attributes:
-        ids: each row's id (``<request id>-<index>``).
         rows: the validated rows (:class:`~tabserve.core.schema.SchemaRow`, or mappings).
-        answers: each row's answer (its ``id`` included).
+        answers: each row's answer, with its ``id`` (``<request id>-<index>``).
         role: ``champion`` (the answer the client got) or ``shadow``.
         model: the model version that answered (the BentoML tag's version).
         endpoint: ``predict`` or ``explain``.
@@ -31,7 +30,6 @@ class Served:
             only: the champion's hold the same rows).
     """
 
-    ids: Sequence[str]
     rows: Sequence[Mapping[str, Any]]
     answers: Sequence[dict[str, Any]]
     role: str
@@ -41,6 +39,14 @@ class Served:
     served_at: float
     names: tuple[str, ...]
     features: bool = True
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    @property
+    def ids(self) -> list[str]:
+        """Each row's id (read from its answer in the writer thread, not the model call)."""
+        return [str(answer["id"]) for answer in self.answers]
 
     def outputs(self) -> list[str] | None:
         """How the call's answers are kept: a prediction as a list read with these keys
@@ -60,12 +66,13 @@ class Served:
             getattr(row, "values_in_order", None) or [row.get(n) for n in names]
             for row in (self.rows if self.features else ())
         ]
+        ids = self.ids
         groups: list[tuple[str, int, int, str, str]] = []
         start = 0
-        while start < len(self.ids):
-            request, _, first = self.ids[start].rpartition("-")
+        while start < len(ids):
+            request, _, first = ids[start].rpartition("-")
             end = start + 1
-            while end < len(self.ids) and self.ids[end].rpartition("-")[0] == request:
+            while end < len(ids) and ids[end].rpartition("-")[0] == request:
                 end += 1
             groups.append(
                 (

@@ -221,19 +221,18 @@ class RecordStore:
         )
         with self._cursor() as cursor:
             cursor.execute(statement, (role, *requests))
-            held = [
-                (r, first, at, [expand(x, _loads(o)) for x in json.loads(a)])
-                for r, first, at, a, o in cursor.fetchall()
-            ]
+            held: dict[str, list[tuple[int, float, list[Any]]]] = {}
+            for request, first, served_at, answers, outputs in cursor.fetchall():
+                kept = [expand(item, _loads(outputs)) for item in json.loads(answers)]
+                held.setdefault(request, []).append((first, served_at, kept))
         found: dict[str, dict[str, Any]] = {}
         for row_id, where in wanted.items():
-            for request, first, served_at, answers in held:
-                if (
-                    where is not None
-                    and request == where[0]
-                    and 0 <= where[1] - first < len(answers)
-                ):
-                    found[row_id] = {"served_at": served_at, "answer": answers[where[1] - first]}
+            if where is None:
+                continue
+            request, index = where
+            for first, served_at, answers in held.get(request, []):
+                if 0 <= index - first < len(answers):
+                    found[row_id] = {"served_at": served_at, "answer": answers[index - first]}
         return found
 
     def add_feedback(self, items: Sequence[tuple[str, Any]], received_at: float) -> set[str]:

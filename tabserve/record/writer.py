@@ -75,7 +75,7 @@ class Recorder:
     # ---- the model call's side ------------------------------------------------------
     def offer(self, served: Served) -> bool:
         """Queue one call's rows for writing; False (and counted) when the queue is full."""
-        count = len(served.ids)
+        count = len(served)
         with self._ready:
             if self._rows + count > self.capacity:
                 full = True
@@ -122,12 +122,10 @@ class Recorder:
                 self._ready.wait(self.flush_s)
             taken: list[Served] = []
             rows = 0
-            while self._waiting and (
-                not taken or rows + len(self._waiting[0].ids) <= self.batch_rows
-            ):
+            while self._waiting and (not taken or rows + len(self._waiting[0]) <= self.batch_rows):
                 served = self._waiting.popleft()
                 taken.append(served)
-                rows += len(served.ids)
+                rows += len(served)
             self._rows -= rows
             self._busy = bool(taken)
             return taken
@@ -154,7 +152,7 @@ class Recorder:
         try:
             self.store.write_calls(taken)
         except StoreError as exc:
-            self._dropped(sum(len(s.ids) for s in taken), "store_error", str(exc))
+            self._dropped(sum(len(s) for s in taken), "store_error", str(exc))
             return
         self._on_written(taken)
 

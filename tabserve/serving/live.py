@@ -208,7 +208,7 @@ class LiveRecord:
     def _written(self, calls: Sequence[Served]) -> None:
         rows: Counter[str] = Counter()
         for call in calls:
-            rows[call.role] += len(call.ids)
+            rows[call.role] += len(call)
         for role, count in rows.items():
             self.metrics.recorded.labels(role=role).inc(count)
 
@@ -222,17 +222,14 @@ class LiveRecord:
         model: str | None = None,
         features: bool = True,
     ) -> None:
-        """Queue answered rows for the record, each named by its answer's ``id`` (answers
-        without one are not recorded); with ``features`` False, the answers only (a
-        shadow's: the champion's record holds the same rows' features)."""
-        kept = [i for i, answer in enumerate(answers) if answer.get("id") is not None]
-        if len(kept) < len(answers):
-            rows, answers = [rows[i] for i in kept], [answers[i] for i in kept]
-        if answers:
-            ids = [str(answer["id"]) for answer in answers]
+        """Queue answered rows for the record, each named by its answer's ``id``; with
+        ``features`` False, the answers only (a shadow's: the champion's record holds the
+        same rows' features). A call's rows all came through the HTTP edge or the UI, which
+        gave each an id, or none did (a direct call's: not recorded): nothing here is done
+        per row."""
+        if answers and "id" in answers[0]:
             self.recorder.offer(
                 Served(
-                    ids,
                     rows,
                     answers,
                     role,

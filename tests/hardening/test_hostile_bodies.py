@@ -19,13 +19,19 @@ from tests.hardening.conftest import Target, assert_envelope, assert_healthy
 pytestmark = pytest.mark.slow
 
 
-def _post(target: Target, content: bytes, content_type: str = "application/json") -> httpx.Response:
+def _post(
+    target: Target, content: bytes, content_type: str = "application/json", path: str = "/predict"
+) -> httpx.Response:
+    scopes = "feedback" if path == "/feedback" else "predict,explain"
     return httpx.post(
-        f"{target.url}/predict",
+        f"{target.url}{path}",
         content=content,
-        headers={**target.auth(), "content-type": content_type},
+        headers={**target.auth(scopes), "content-type": content_type},
         timeout=60,
     )
+
+
+JSON_PATHS = ["/predict", "/feedback"]  # every route that reads a JSON body
 
 
 def _row(target: Target, **changes: Any) -> dict[str, Any]:
@@ -40,20 +46,22 @@ def _names(target: Target) -> tuple[str, str]:
     return numeric, categorical
 
 
-def test_malformed_and_truncated_json_are_400(target: Target) -> None:
+@pytest.mark.parametrize("path", JSON_PATHS)
+def test_malformed_and_truncated_json_are_400(target: Target, path: str) -> None:
     whole = json.dumps({"rows": target.model.rows[:2]}).encode()
     for body in (b"{", b"", b"{rows: []}", b"\xff\xfe{}", whole[: len(whole) // 2], b"[1, 2"):
-        error = assert_envelope(_post(target, body), 400, "malformed_request")
+        error = assert_envelope(_post(target, body, path=path), 400, "malformed_request")
         assert "JSON" in error["message"] or "UTF-8" in error["message"], error
 
 
+@pytest.mark.parametrize("path", JSON_PATHS)
 @pytest.mark.parametrize("depth", [1_000, 100_000])
-def test_deep_nesting_is_refused_not_a_crash(target: Target, depth: int) -> None:
+def test_deep_nesting_is_refused_not_a_crash(target: Target, depth: int, path: str) -> None:
     for body in (
         b'{"rows": ' + b"[" * depth + b"]" * depth + b"}",
         b'{"rows": [' + b'{"a":' * depth + b"1" + b"}" * depth + b"]}",
     ):
-        response = _post(target, body)
+        response = _post(target, body, path=path)
         assert response.status_code in (400, 413, 422), response.text[:300]
         assert_envelope(response, response.status_code)
 

@@ -123,6 +123,11 @@ def test_feedback_from_another_replica_gives_live_quality_equal_to_sklearn(
                 answers += _predict(a.url, client, model.rows[start : start + 50])
             ids = [answer["id"] for answer in answers]
             assert len(set(ids)) == 200
+            # Truth comes later than the answer: A's workers write within their flush
+            # interval, and B looks an id up once more after its own; a loaded machine may
+            # take longer, so the test waits for A's rows to be in the database first.
+            store = open_store(record_url)
+            _wait_for(lambda: store.counts().get("served_champion") == 200, "200 rows recorded")
             # Truths: the dataset's labels, every fifth flipped (a model that is wrong
             # sometimes), sent to replica B in several requests of new connections.
             truths = [1 - t if i % 5 == 0 else t for i, t in enumerate(model.targets[:200])]
@@ -211,7 +216,6 @@ def test_feedback_from_another_replica_gives_live_quality_equal_to_sklearn(
 
             # 4. The database stops during traffic: answers keep coming, the loss is
             # counted, feedback is a clear 503; recording resumes when it is back.
-            store = open_store(record_url)
             assert store.counts()["served_champion"] == 200
             database.stop()
             for start in range(200, 300, 20):
