@@ -9,6 +9,7 @@ reach the API through :data:`ValidatedRows`, not through a second parse by Bento
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Annotated, Any
@@ -52,12 +53,22 @@ direct call) is validated as a plain list of objects.
 
 
 _in_flight = 0
+# Set while no prediction is in flight: a shadow model waits on it instead of polling
+# (toggled only when the count leaves or reaches zero: never under saturation).
+_idle = threading.Event()
+_idle.set()
 
 
 def in_flight() -> int:
     """Prediction and explanation requests this worker is serving now (a shadow model
     scores only while there are none: ``tabserve/serving/shadow.py``)."""
     return _in_flight
+
+
+def wait_idle(timeout_s: float) -> bool:
+    """Wait until this worker serves no prediction (at most ``timeout_s``); whether it
+    does not."""
+    return _idle.wait(timeout_s) and not _in_flight
 
 
 class JsonBodyMiddleware:
@@ -82,10 +93,14 @@ class JsonBodyMiddleware:
             return
         global _in_flight
         _in_flight += 1
+        if _in_flight == 1:
+            _idle.clear()
         try:
             await self._guarded(scope, receive, send)
         finally:
             _in_flight -= 1
+            if not _in_flight:
+                _idle.set()
 
     async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = media_type(scope, default="application/json")

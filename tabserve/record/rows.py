@@ -7,15 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pydantic_core
 
 
 @dataclass(frozen=True)
 class Served:
-    """One model call's answered rows, as the model call hands them over: written as a
-    record per request (its rows' features and answers as JSON arrays), so that recording
-    costs a model call a list append, and the writer thread and the database work per
-    request, not per row.
+    """One model call's answered rows, as the model call hands them over: encoded at once
+    (:meth:`encoded`) into a record per request (its rows' features and answers as JSON
+    arrays), so that the writer thread and the database work per request, not per row,
+    and what waits to be written is text.
 
     Attributes:
         rows: the validated rows (:class:`~tabserve.core.schema.SchemaRow`, or mappings).
@@ -57,7 +58,7 @@ class Served:
         """The call's rows by request (adaptive batching merges requests, each kept whole
         and in order): ``(request id, first row index, rows, features JSON, answers
         JSON)``, the features a list of values in ``names``' order, the answers
-        :func:`compact`; one pydantic-core pass each."""
+        :func:`compact`; one JSON encoding each."""
         names = self.names
         answers = (
             self.answers if self.outputs() is None else [compact(answer) for answer in self.answers]
@@ -85,6 +86,41 @@ class Served:
             )
             start = end
         return groups
+
+    def encoded(self) -> Recorded:
+        """The call as the record keeps it: its requests' JSON texts, and nothing that
+        holds the rows or answers (what waits for the writer is text, which the garbage
+        collector never walks)."""
+        return Recorded(
+            role=self.role,
+            model=self.model,
+            endpoint=self.endpoint,
+            source=self.source,
+            served_at=self.served_at,
+            names=self.names,
+            outputs=self.outputs(),
+            requests=self.requests(),
+            rows=len(self),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A model call's rows encoded for the record (:meth:`Served.encoded`): each request's
+    ``(request id, first row index, rows, features JSON, answers JSON)``."""
+
+    role: str
+    model: str
+    endpoint: str
+    source: str
+    served_at: float
+    names: tuple[str, ...]
+    outputs: list[str] | None
+    requests: list[tuple[str, int, int, str, str]]
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
 
 
 # A regression answer's compact form: [value, low, high, coverage].
@@ -120,8 +156,24 @@ def expand(item: Any, outputs: list[str] | None) -> Any:
     return {"label": item[0], "probabilities": dict(zip(outputs, item[1:], strict=False))}
 
 
+def _text(value: Any) -> str:
+    """What JSON has no type for: a time in ISO 8601 (as pydantic-core writes it), else
+    its text."""
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else str(value)
+
+
+_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def _json(value: Any) -> str:
-    return pydantic_core.to_json(value, fallback=str, inf_nan_mode="null").decode()
+    """``value`` as JSON text, NaN and infinities as null: orjson (twice pydantic-core's
+    speed on rows of floats, the writer thread's main work), or pydantic-core for what
+    orjson refuses (an integer beyond 64 bits, say)."""
+    try:
+        return orjson.dumps(value, default=_text, option=_ORJSON).decode()
+    except TypeError:
+        return pydantic_core.to_json(value, fallback=str, inf_nan_mode="null").decode()
 
 
 @dataclass(frozen=True)

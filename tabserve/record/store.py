@@ -21,15 +21,16 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from tabserve.record.rows import LabelledRow, Pair, Served, expand
+from tabserve.record.rows import LabelledRow, Pair, Recorded, Served, expand
 
 SERVED = "tabserve_served"
+# Who answered a served row: the model the client heard from, or a shadow challenger.
+ROLES = ("champion", "shadow")
 FEEDBACK = "tabserve_feedback"
 # The feature names of each model version and role: the order of its rows' values (a
 # shadow's rows are the champion's, in the champion's order).
@@ -50,7 +51,10 @@ _TABLES = (
         features TEXT NOT NULL,
         answers TEXT NOT NULL,
         PRIMARY KEY (request_id, role, first_index))""",
-    f"CREATE INDEX IF NOT EXISTS {SERVED}_time ON {SERVED} (served_at)",
+    # By role, then time: the shadow's records are found without a walk through the
+    # champion's (there may be none), and the retention deletes each role's oldest.
+    f"DROP INDEX IF EXISTS {SERVED}_time",  # the index of 2026-12-07's first version
+    f"CREATE INDEX IF NOT EXISTS {SERVED}_role_time ON {SERVED} (role, served_at)",
     f"""CREATE TABLE IF NOT EXISTS {FEEDBACK} (
         id TEXT PRIMARY KEY,
         request_id TEXT NOT NULL,
@@ -165,26 +169,22 @@ class RecordStore:
         return statement.replace("?", self.placeholder)
 
     # ---- writes ------------------------------------------------------------------
-    def write_calls(self, calls: Sequence[Served]) -> None:
+    def write_calls(self, calls: Sequence[Recorded | Served]) -> None:
         """Add model calls' served rows, a record per request (one transaction); a
         request already recorded is left as it was."""
         if not calls:
             return
+        encoded = [c.encoded() if isinstance(c, Served) else c for c in calls]
         models: dict[tuple[str, str], tuple[tuple[str, ...], list[str] | None]] = {}
-        for c in calls:
+        for c in encoded:
             key = (c.model, c.role)
             if key not in self._named and models.get(key, ((), None))[1] is None:
-                models[key] = (c.names, c.outputs())
-        records = []
-        for c in calls:
-            records += [
-                (request, first, c.role, count, c.model, c.served_at, c.endpoint, c.source, f, a)
-                for request, first, count, f, a in c.requests()
-            ]
-            if len(records) % 32 == 0:
-                # The GIL back to the event loop now and then: a thread that keeps it in
-                # Python code makes a waiting one wait the switch interval (5 ms).
-                time.sleep(0)
+                models[key] = (c.names, c.outputs)
+        records = [
+            (request, first, c.role, count, c.model, c.served_at, c.endpoint, c.source, f, a)
+            for c in encoded
+            for request, first, count, f, a in c.requests
+        ]
         with self._cursor() as cursor:
             for (model, role), (features, outputs) in models.items():
                 cursor.execute(
@@ -254,13 +254,11 @@ class RecordStore:
     def delete_before(self, cutoff: float) -> int:
         """Forget served requests older than ``cutoff`` and ground truths that came before
         it (the retention); how many served rows went."""
+        old = f"FROM {SERVED} WHERE role IN {ROLES!r} AND served_at < ?"
         with self._cursor() as cursor:
-            cursor.execute(
-                self._sql(f"SELECT COALESCE(SUM(n_rows), 0) FROM {SERVED} WHERE served_at < ?"),
-                (cutoff,),
-            )
+            cursor.execute(self._sql(f"SELECT COALESCE(SUM(n_rows), 0) {old}"), (cutoff,))
             deleted = int(cursor.fetchone()[0])
-            cursor.execute(self._sql(f"DELETE FROM {SERVED} WHERE served_at < ?"), (cutoff,))
+            cursor.execute(self._sql(f"DELETE {old}"), (cutoff,))
             cursor.execute(self._sql(f"DELETE FROM {FEEDBACK} WHERE received_at < ?"), (cutoff,))
         return deleted
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from tabserve.core.quality import actual_label, actual_value, agrees, answers_quality
 from tabserve.record.backends import open_store
-from tabserve.record.rows import LabelledRow, Served
+from tabserve.record.rows import LabelledRow, Recorded, Served
 from tabserve.record.settings import RecordSettings
 from tabserve.record.store import StoreError
 from tabserve.record.writer import Recorder
@@ -82,7 +82,8 @@ def live_metrics() -> LiveMetrics:
                 dropped=PromCounter(
                     "tabserve_record_dropped_rows",
                     "Answered rows the record could not keep (queue_full: the store is slower "
-                    "than the traffic; store_error: the store failed); the answers were sent",
+                    "than the traffic; store_error: the store failed; unencodable: a value JSON "
+                    "cannot hold); the answers were sent",
                     labelnames=["reason"],
                 ),
                 feedback_rows=PromCounter(
@@ -195,7 +196,7 @@ class LiveRecord:
                 self.metrics.test_quality.labels(metric=live_name, model=model_version).set(
                     test_metrics[name]
                 )
-        for reason in ("queue_full", "store_error"):
+        for reason in ("queue_full", "store_error", "unencodable"):
             self.metrics.dropped.labels(reason=reason)
         for outcome in OUTCOMES:
             self.metrics.feedback_rows.labels(outcome=outcome)
@@ -205,7 +206,7 @@ class LiveRecord:
         self.shadow_status: dict[str, dict[str, Any]] = {}
 
     # ---- served rows ------------------------------------------------------------------
-    def _written(self, calls: Sequence[Served]) -> None:
+    def _written(self, calls: Sequence[Recorded]) -> None:
         rows: Counter[str] = Counter()
         for call in calls:
             rows[call.role] += len(call)

@@ -7,7 +7,8 @@ rows and the champion's answers to :meth:`Shadow.offer` (a list append); one thr
 worker scores them with the shadow model (on the champion's encoded rows when both
 encode alike):
 
-- only while the worker serves no prediction: between requests, never beside one;
+- only while the worker serves no prediction: between requests, never beside one (it
+  sleeps until the HTTP edge says the last request in flight ended: no polling);
 - at most ``shadow_max_share`` of the time (it idles in proportion to the work it did).
 
 Rows that find its queue full are shed and counted
@@ -31,12 +32,12 @@ import numpy as np
 from tabserve.core.predictor import Predictor
 from tabserve.core.quality import agrees
 from tabserve.core.schema import FeatureSchema
-from tabserve.http.body import in_flight
+from tabserve.http.body import wait_idle
 
 logger = logging.getLogger("tabserve.shadow")
 
-# How often a waiting shadow looks again whether the champion is idle.
-IDLE_POLL_S = 0.001
+# How long a waiting shadow waits for an idle moment before it looks whether it was stopped.
+IDLE_WAIT_S = 0.5
 _LOCK = threading.Lock()
 _COUNTER: Any = None
 
@@ -189,8 +190,8 @@ class Shadow:
             taken = self._take()
             if not taken:
                 return  # stopped
-            while in_flight() and not self._stopped:
-                time.sleep(IDLE_POLL_S)  # the champion is serving: wait for a quiet moment
+            while not self._stopped and not wait_idle(IDLE_WAIT_S):
+                pass  # the champion is serving: wait (asleep) for a quiet moment
             started = time.perf_counter()
             try:
                 self._score(taken)

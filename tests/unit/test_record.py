@@ -51,7 +51,7 @@ def test_rows_are_written_off_the_caller_in_batches(store: RecordStore) -> None:
         store,
         batch_rows=25,
         flush_s=0.05,
-        on_written=lambda calls: written.append(sum(len(c.ids) for c in calls)),
+        on_written=lambda calls: written.append(sum(len(c) for c in calls)),
     )
     recorder.start()
     for k in range(4):
@@ -74,6 +74,27 @@ def test_a_full_queue_drops_and_counts_rows_and_never_blocks(store: RecordStore)
     offered = [recorder.offer(_served(f"q{k}", 30)) for k in range(5)]
     assert offered == [True, True, True, False, False]
     assert dropped == [(30, "queue_full"), (30, "queue_full")]
+
+
+def test_rows_are_queued_as_text_and_what_cannot_be_encoded_is_counted(
+    store: RecordStore,
+) -> None:
+    dropped: list[tuple[int, str]] = []
+    recorder = Recorder(store, on_dropped=lambda n, why: dropped.append((n, why)))
+    assert recorder.offer(_served("t", 3))
+    (queued,) = recorder._waiting  # what waits for the writer: text, not the rows
+    assert [(r, f, n) for r, f, n, _, _ in queued.requests] == [("t", 0, 3)]
+    assert all(isinstance(text, str) for *_, f, a in queued.requests for text in (f, a))
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    bad = _served("u", 2)
+    bad.rows[0]["colour"] = Unprintable()  # type: ignore[index]
+    assert not recorder.offer(bad)
+    assert dropped == [(2, "unencodable")]
+    assert recorder._rows == 3  # its place in the queue given back
 
 
 def test_a_failing_store_loses_rows_counted_and_the_writer_carries_on(tmp_path: Path) -> None:
