@@ -5,10 +5,12 @@ A model call hands its rows to :meth:`Recorder.offer`, which encodes them for th
 what has gathered and writes it in one transaction, at most ``batch_rows`` at a time.
 Queueing text rather than the rows keeps what waits out of the garbage collector's walks
 (measured: the queued rows and answers, tens of thousands of objects, cost the serving
-worker more in collections than their encoding). When the store is slow or down the service keeps
-answering: rows that find the queue full, or whose write fails, are dropped, counted
-(``on_dropped(rows, reason)``) and logged at most once per ``warn_interval_s`` with how
-many rows the message covers. The same thread enforces the retention.
+worker more in collections than their encoding).
+
+When the store is slow or down the service keeps answering: rows that find the queue
+full, or whose write fails, are dropped, counted (``on_dropped(rows, reason)``) and
+logged at most once per ``warn_interval_s`` with how many rows the message covers. The
+same thread enforces the retention.
 """
 
 from __future__ import annotations
@@ -89,11 +91,10 @@ class Recorder:
             return False
         try:
             recorded = served.encoded()
-        except Exception:
+        except Exception as exc:  # counted and told (at a bounded rate) like any loss
             with self._ready:
                 self._rows -= count
-            self._dropped(count, "unencodable", "a served row could not be encoded")
-            logger.exception("a model call's rows could not be encoded for the record")
+            self._dropped(count, "unencodable", f"a served row could not be encoded: {exc!r}")
             return False
         with self._ready:
             self._waiting.append(recorded)
