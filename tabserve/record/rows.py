@@ -4,7 +4,7 @@ row both the champion and a shadow answered, as the store gives them back."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -12,7 +12,28 @@ import pydantic_core
 
 
 @dataclass(frozen=True)
-class Served:
+class Call:
+    """What the record keeps of a model call beside its rows.
+
+    Attributes:
+        role: ``champion`` (the answer the client got) or ``shadow``.
+        model: the model version that answered (the BentoML tag's version).
+        endpoint: ``predict`` or ``explain``.
+        source: ``api`` or ``ui``.
+        served_at: when, in Unix seconds.
+        names: the features, in the order of each row's values.
+    """
+
+    role: str
+    model: str
+    endpoint: str
+    source: str
+    served_at: float
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Served(Call):
     """One model call's answered rows, as the model call hands them over: encoded at once
     (:meth:`encoded`) into a record per request (its rows' features and answers as JSON
     arrays), so that the writer thread and the database work per request, not per row,
@@ -21,24 +42,12 @@ class Served:
     Attributes:
         rows: the validated rows (:class:`~tabserve.core.schema.SchemaRow`, or mappings).
         answers: each row's answer, with its ``id`` (``<request id>-<index>``).
-        role: ``champion`` (the answer the client got) or ``shadow``.
-        model: the model version that answered (the BentoML tag's version).
-        endpoint: ``predict`` or ``explain``.
-        source: ``api`` or ``ui``.
-        served_at: when, in Unix seconds.
-        names: the features, in the order of each row's values.
         features: whether to keep the rows' features (a shadow's records hold answers
             only: the champion's hold the same rows).
     """
 
     rows: Sequence[Mapping[str, Any]]
     answers: Sequence[dict[str, Any]]
-    role: str
-    model: str
-    endpoint: str
-    source: str
-    served_at: float
-    names: tuple[str, ...]
     features: bool = True
 
     def __len__(self) -> int:
@@ -91,30 +100,16 @@ class Served:
         """The call as the record keeps it: its requests' JSON texts, and nothing that
         holds the rows or answers (what waits for the writer is text, which the garbage
         collector never walks)."""
-        return Recorded(
-            role=self.role,
-            model=self.model,
-            endpoint=self.endpoint,
-            source=self.source,
-            served_at=self.served_at,
-            names=self.names,
-            outputs=self.outputs(),
-            requests=self.requests(),
-            rows=len(self),
-        )
+        call = {field.name: getattr(self, field.name) for field in fields(Call)}
+        return Recorded(**call, outputs=self.outputs(), requests=self.requests(), rows=len(self))
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
+@dataclass(frozen=True, kw_only=True)
+class Recorded(Call):
     """A model call's rows encoded for the record (:meth:`Served.encoded`): each request's
-    ``(request id, first row index, rows, features JSON, answers JSON)``."""
+    ``(request id, first row index, rows, features JSON, answers JSON)``; ``outputs``
+    the keys of its compact predictions (:func:`outputs_of`)."""
 
-    role: str
-    model: str
-    endpoint: str
-    source: str
-    served_at: float
-    names: tuple[str, ...]
     outputs: list[str] | None
     requests: list[tuple[str, int, int, str, str]]
     rows: int

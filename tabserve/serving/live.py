@@ -231,15 +231,15 @@ class LiveRecord:
         if answers and "id" in answers[0]:
             self.recorder.offer(
                 Served(
-                    rows,
-                    answers,
-                    role,
-                    model or self.model_version,
-                    endpoint,
-                    source,
-                    time.time(),
-                    self.names,
-                    features,
+                    role=role,
+                    model=model or self.model_version,
+                    endpoint=endpoint,
+                    source=source,
+                    served_at=time.time(),
+                    names=self.names,
+                    rows=rows,
+                    answers=answers,
+                    features=features,
                 )
             )
 

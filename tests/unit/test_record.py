@@ -6,6 +6,7 @@ PostgreSQL and real servers: ``tests/service/test_feedback_loop.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -37,7 +38,16 @@ def _served(prefix: str, n: int, model: str = "v1", role: str = "champion") -> S
         for i in range(n)
     ]
     rows = [{"x": float(i), "colour": "red"} for i in range(n)]
-    return Served(rows, answers, role, model, "predict", "api", time.time(), ("x", "colour"))
+    return Served(
+        role=role,
+        model=model,
+        endpoint="predict",
+        source="api",
+        served_at=time.time(),
+        names=("x", "colour"),
+        rows=rows,
+        answers=answers,
+    )
 
 
 @pytest.fixture
@@ -116,7 +126,7 @@ def test_a_failing_store_loses_rows_counted_and_the_writer_carries_on(tmp_path: 
 
 def test_retention_deletes_old_rows_and_their_truths(store: RecordStore) -> None:
     old = _served("old", 2)
-    store.write_calls([Served(**{**old.__dict__, "served_at": time.time() - 3600})])
+    store.write_calls([dataclasses.replace(old, served_at=time.time() - 3600)])
     store.write_calls([_served("new", 2)])
     store.add_feedback([("old-0", "a"), ("new-0", "a")], time.time() - 3600)
     assert store.delete_before(time.time() - 60) == 2
@@ -259,13 +269,14 @@ def test_predictions_are_kept_compact_and_read_back_whole(store: RecordStore) ->
     value = {"value": 3.5, "interval": {"low": 1.0, "high": 6.0, "coverage": 0.9}}
     explained = {"value": 3.5, "base_value": 2.0, "contributions": {"x": 1.5}}
     kept = [{**value, "id": "r-0"}, {**explained, "id": "e-0"}]
-    names = ("x",)
     rows = [{"x": 1.0}]
     now = time.time()
+    call: dict[str, Any] = {"role": "champion", "model": "v9", "source": "api"}
+    call |= {"served_at": now, "names": ("x",)}
     store.write_calls(
         [
-            Served(rows, kept[:1], "champion", "v9", "predict", "api", now, names),
-            Served(rows, kept[1:], "champion", "v9", "explain", "api", now, names),
+            Served(**call, endpoint="predict", rows=rows, answers=kept[:1]),
+            Served(**call, endpoint="explain", rows=rows, answers=kept[1:]),
         ]
     )
     assert store.served(["r-0", "e-0"]) == {
