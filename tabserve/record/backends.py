@@ -68,6 +68,20 @@ class PostgresStore(RecordStore):
     def _transaction(self, connection: Any) -> Any:
         return connection.transaction()
 
+    def _usable(self, connection: Any) -> bool:
+        # A server restarted since the connection's last use has cut it, and the first
+        # statement on it would fail: a write's rows would be lost, a feedback call
+        # answered 503. One round trip finds out, and the caller reconnects.
+        import psycopg
+
+        if connection.closed:
+            return False
+        try:
+            connection.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
     def _create_tables(self, connection: Any) -> None:
         # Workers and replicas start together: one creates the tables at a time
         # (concurrent CREATE ... IF NOT EXISTS can still collide in PostgreSQL).

@@ -51,8 +51,7 @@ _TABLES = (
         features TEXT NOT NULL,
         answers TEXT NOT NULL,
         PRIMARY KEY (request_id, role, first_index))""",
-    # By role, then time: the shadow's records are found without a walk through the
-    # champion's (there may be none), and the retention deletes each role's oldest.
+    # By role and time: the shadow's records found without a walk through the champion's.
     f"DROP INDEX IF EXISTS {SERVED}_time",  # the index of 2026-12-07's first version
     f"CREATE INDEX IF NOT EXISTS {SERVED}_role_time ON {SERVED} (role, served_at)",
     f"""CREATE TABLE IF NOT EXISTS {FEEDBACK} (
@@ -119,6 +118,10 @@ class RecordStore:
         """A context in which ``connection``'s statements are one transaction."""
         raise NotImplementedError
 
+    def _usable(self, connection: Any) -> bool:
+        """Whether a connection kept from an earlier call still works (a file's does)."""
+        return True
+
     def _create_tables(self, connection: Any) -> None:
         for statement in _TABLES:
             connection.execute(statement)
@@ -129,6 +132,9 @@ class RecordStore:
         connection (the next call reconnects) and raises :class:`StoreError`."""
         try:
             connection = getattr(self._local, "connection", None)
+            if connection is not None and not self._usable(connection):
+                self._drop()
+                connection = None
             if connection is None:
                 connection = self._local.connection = self._connect()
             with self._lock:

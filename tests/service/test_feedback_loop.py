@@ -283,3 +283,34 @@ def test_the_embedded_record_survives_a_restart(tmp_path: Path) -> None:
     labelled = {row.id: row for row in store.labelled()}
     assert labelled[answers[9]["id"]].actual == model.targets[9]  # "1" read as the class 1
     assert labelled[answers[9]["id"]].features == model.rows[9]
+
+
+def test_a_restarted_database_is_reconnected_to_before_anything_is_lost() -> None:
+    """A worker's connection to PostgreSQL outlives a restart of the server, cut: the next
+    write, lookup and feedback go through a new one (the first write after a restart was
+    lost, counted as a store error, by the worker that served nothing while it was down)."""
+    from tabserve.record.rows import Served
+
+    def call(request: str) -> Served:
+        return Served(
+            role="champion",
+            model="v1",
+            endpoint="predict",
+            source="api",
+            served_at=time.time(),
+            names=("x",),
+            rows=[{"x": 1.0}, {"x": 2.0}],
+            answers=[
+                {"id": f"{request}-{i}", "label": "a", "probabilities": {"a": 1.0}} for i in (0, 1)
+            ],
+        )
+
+    with postgres_server() as database:
+        store = open_store(database.create_database("record"), timeout_s=1)
+        store.write_calls([call("before")])
+        database.stop()
+        database.start()
+        store.write_calls([call("after")])  # on the connection the restart cut: reconnects
+        assert set(store.served(["before-1", "after-0"])) == {"before-1", "after-0"}
+        assert store.add_feedback([("after-0", "a")], time.time()) == set()
+        assert store.counts() == {"served_champion": 4, "feedback": 1}
