@@ -61,6 +61,18 @@ TRACING_ON = (
 PROCESS_ONLY = ("PROMETHEUS_MULTIPROC_DIR", "OTEL_SDK_DISABLED")
 
 
+def wait_until(check: Any, what: str, timeout_s: float = 30, interval_s: float = 0.3) -> Any:
+    """``check()``'s first true value, asked every ``interval_s``; fails, naming ``what``
+    and the last value, after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s ({value!r})"
+        time.sleep(interval_s)
+
+
 def child_env() -> dict[str, str]:
     """The test process's environment without what only applies to the process itself."""
     return {k: v for k, v in os.environ.items() if k not in PROCESS_ONLY}

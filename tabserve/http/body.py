@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 from pydantic import ValidatorFunctionWrapHandler, WrapValidator
 
-from tabserve.core.errors import NotReadyError, UnsupportedMediaTypeError
+from tabserve.core.errors import NotReadyError
 from tabserve.http.instance import StateProvider
-from tabserve.http.requests import REQUEST_ID, media_type, replayed_body, request_state
+from tabserve.http.requests import REQUEST_ID, replayed_body, request_state, require_json
 
 JSON_API_PATHS = frozenset({"/predict", "/explain"})
 
@@ -59,15 +59,10 @@ _idle = threading.Event()
 _idle.set()
 
 
-def in_flight() -> int:
-    """Prediction and explanation requests this worker is serving now (a shadow model
-    scores only while there are none: ``tabserve/serving/shadow.py``)."""
-    return _in_flight
-
-
 def wait_idle(timeout_s: float) -> bool:
-    """Wait until this worker serves no prediction (at most ``timeout_s``); whether it
-    does not."""
+    """Wait until this worker serves no prediction or explanation (at most
+    ``timeout_s``); whether it does not (a shadow model scores only then:
+    ``tabserve/serving/shadow.py``)."""
     return _idle.wait(timeout_s) and not _in_flight
 
 
@@ -103,11 +98,7 @@ class JsonBodyMiddleware:
                 _idle.set()
 
     async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        kind = media_type(scope, default="application/json")
-        if kind != "application/json":
-            raise UnsupportedMediaTypeError(
-                f"content type {kind!r} is not accepted; send application/json"
-            )
+        require_json(scope)
         serving = self.state()
         if serving is None:
             raise NotReadyError("the model is not loaded yet")

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from tabserve.core.errors import MalformedRequestError
+from tabserve.core.errors import MalformedRequestError, UnsupportedMediaTypeError
 
 # Keys of ``scope["state"]`` (what Starlette exposes as ``request.state``).
 REQUEST_ID = "request_id"
@@ -37,6 +37,19 @@ def media_type(scope: dict[str, Any], default: str = "") -> str:
     """The request's media type, lower-case, without its parameters (``charset``...)."""
     value = headers(scope).get("content-type", default)
     return value.split(";", 1)[0].strip().lower()
+
+
+def require_json(scope: dict[str, Any]) -> None:
+    """A JSON API's body must be JSON (no content type is taken as JSON).
+
+    Raises:
+        UnsupportedMediaTypeError: naming the type sent (415).
+    """
+    kind = media_type(scope, default="application/json")
+    if kind != "application/json":
+        raise UnsupportedMediaTypeError(
+            f"content type {kind!r} is not accepted; send application/json"
+        )
 
 
 async def read_form(request: Any) -> Any:

@@ -163,8 +163,8 @@ _ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 def _json(value: Any) -> str:
     """``value`` as JSON text, NaN and infinities as null: orjson (twice pydantic-core's
-    speed on rows of floats, the writer thread's main work), or pydantic-core for what
-    orjson refuses (an integer beyond 64 bits, say)."""
+    speed on rows of floats, done in the model call for every recorded request), or
+    pydantic-core for what orjson refuses (an integer beyond 64 bits, say)."""
     try:
         return orjson.dumps(value, default=_text, option=_ORJSON).decode()
     except TypeError:

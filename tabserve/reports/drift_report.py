@@ -31,6 +31,7 @@ from tabserve.core.drift import (
 )
 from tabserve.core.inference_records import read_log
 from tabserve.core.predictor import Predictor
+from tabserve.reports.page import report_page
 
 REFERENCE_COLOUR = "#94a3b8"
 SERVED_COLOUR = "#ea580c"
@@ -129,17 +130,7 @@ def drift_page(
         f"<div>{pio.to_html(f, full_html=False, include_plotlyjs=i == 0)}</div>"
         for i, f in enumerate(figures)
     )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tabserve drift report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
-td, th {{ padding: .3rem .8rem; border-bottom: 1px solid #e2e8f0; text-align: left; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }}
-</style></head><body>
-<h1>Drift report: model {html.escape(predictor.version)}</h1>
-<p>{len(rows)} served rows ({html.escape(source)}) against the training reference
+    body = f"""<p>{len(rows)} served rows ({html.escape(source)}) against the training reference
 ({reference.rows} training rows; predictions: the validation split). PSI under 0.1:
 stable; 0.1 to 0.2: a moderate shift; over 0.2: significant (the alert's threshold).
 With {len(rows)} rows, sampling alone gives a PSI of about {9 / max(len(rows), 1):.2f} over
@@ -148,9 +139,8 @@ ten bins (bins &minus; 1 over rows) even when nothing changed: read the numbers 
 {"".join(rows_html)}
 <tr><th>predictions</th><th class=n>{prediction_psi:.3f}</th><th></th>
 <th>{_verdict(prediction_psi)}</th></tr></table>
-<div class="grid">{charts}</div>
-</body></html>
-"""
+<div class="grid">{charts}</div>"""
+    page = report_page("tabserve drift report", f"Drift report: model {predictor.version}", body)
     return page, report
 
 

@@ -17,6 +17,7 @@ import plotly.io as pio
 
 from tabserve.core.live_evidence import Comparison, Snapshot
 from tabserve.record.store import RecordStore
+from tabserve.reports.page import report_page
 
 
 def snapshot_from(store: RecordStore, limit: int, shadow: str | None = None) -> Snapshot:
@@ -90,22 +91,12 @@ def live_page(snapshot: Snapshot, comparison: Comparison, alpha: float) -> str:
         if comparison.rows
         else "Nothing to compare: send the truth of rows the shadow scored (POST /feedback)."
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tabserve live report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
-td, th {{ padding: .3rem .8rem; border-bottom: 1px solid #e2e8f0; text-align: left; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-</style></head><body>
-<h1>Live report: {html.escape(title)}</h1>
-<p>{comparison.rows} served rows that both models answered and whose ground truth came
-back (<code>POST /feedback</code>): the same rows for both. Intervals: 95 % percentile
+    body = f"""<p>{comparison.rows} served rows that both models answered and whose ground
+truth came back (<code>POST /feedback</code>): the same rows for both. Intervals: 95 % percentile
 bootstrap, seeded.</p>
 <p id="verdict"><strong>{verdict}</strong></p>
 <table id="figures"><tr><th>metric</th><th>champion</th><th>95 % interval</th>
 <th>shadow</th><th>95 % interval</th><th>better</th></tr>
 {"".join(rows_html)}</table>
-<div>{charts}</div>
-</body></html>
-"""
+<div>{charts}</div>"""
+    return report_page("tabserve live report", f"Live report: {title}", body)

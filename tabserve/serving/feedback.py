@@ -27,10 +27,9 @@ from tabserve.core.errors import (
     RecordUnavailableError,
     RequestValidationError,
     ServiceError,
-    UnsupportedMediaTypeError,
 )
 from tabserve.http.envelope import error_response
-from tabserve.http.requests import media_type
+from tabserve.http.requests import require_json
 from tabserve.record.store import StoreError
 from tabserve.serving.live import OUTCOMES
 
@@ -60,11 +59,7 @@ def feedback_route(state: Callable[[], Any]) -> Route:
             instance = state()
             if instance is None:
                 raise NotReadyError("the model is not loaded yet")
-            kind = media_type(dict(request.scope), default="application/json")
-            if kind != "application/json":
-                raise UnsupportedMediaTypeError(
-                    f"content type {kind!r} is not accepted; send application/json"
-                )
+            require_json(dict(request.scope))
             # The prediction APIs' decoder: UTF-8 only, deep nesting a 400, not a crash.
             document = instance.validator.parse_json(await request.body())
             rows = _rows(document, instance.settings.max_rows)

@@ -23,7 +23,14 @@ import pytest
 from tabserve.record.backends import open_store
 from tabserve.security.users import UserStore
 from tests.postgres import postgres_server
-from tests.support import TestModel, cheap_hasher, import_test_model, server_env, serving
+from tests.support import (
+    TestModel,
+    cheap_hasher,
+    import_test_model,
+    server_env,
+    serving,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 PASSWORD = "feedback loop test password"
@@ -44,16 +51,6 @@ def _token(url: str, user: str) -> dict[str, str]:
     answer = httpx.post(f"{url}/auth/token", data={"username": user, "password": PASSWORD})
     assert answer.status_code == 200, answer.text
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-def _wait_for(check: Any, what: str, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s ({value!r})"
-        time.sleep(0.3)
 
 
 def _settled(check: Any, timeout_s: float = 30) -> Any:
@@ -127,7 +124,7 @@ def test_feedback_from_another_replica_gives_live_quality_equal_to_sklearn(
             # interval, and B looks an id up once more after its own; a loaded machine may
             # take longer, so the test waits for A's rows to be in the database first.
             store = open_store(record_url)
-            _wait_for(lambda: store.counts().get("served_champion") == 200, "200 rows recorded")
+            wait_until(lambda: store.counts().get("served_champion") == 200, "200 rows recorded")
             # Truths: the dataset's labels, every fifth flipped (a model that is wrong
             # sometimes), sent to replica B in several requests of new connections.
             truths = [1 - t if i % 5 == 0 else t for i, t in enumerate(model.targets[:200])]
@@ -225,7 +222,7 @@ def test_feedback_from_another_replica_gives_live_quality_equal_to_sklearn(
                 "tabserve_record_dropped_rows_total",
                 reason="store_error",
             )
-            _wait_for(lambda: lost() == 100, "100 rows counted as lost")
+            wait_until(lambda: lost() == 100, "100 rows counted as lost")
             down = httpx.post(
                 f"{b.url}/feedback", json={"rows": [{"id": ids[3], "actual": 1}]}, headers=labeller
             )
@@ -235,7 +232,7 @@ def test_feedback_from_another_replica_gives_live_quality_equal_to_sklearn(
             database.start()
             after = _predict(a.url, client, model.rows[300:330])
             store = open_store(record_url)  # the test's own connection was cut too
-            _wait_for(lambda: store.counts()["served_champion"] == 230, "recording resumed")
+            wait_until(lambda: store.counts()["served_champion"] == 230, "recording resumed")
             again = httpx.post(
                 f"{b.url}/feedback",
                 json={"rows": [{"id": after[0]["id"], "actual": model.targets[300]}]},

@@ -29,7 +29,15 @@ import yaml
 from load_tests.processes import free_port, running
 from tabserve.security.users import UserStore
 from tests.monitoring import ALERTS, dashboard_queries
-from tests.support import REPO, TestModel, cheap_hasher, import_test_model, server_env, serving
+from tests.support import (
+    REPO,
+    TestModel,
+    cheap_hasher,
+    import_test_model,
+    server_env,
+    serving,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 PASSWORD = "monitoring test password"
@@ -136,14 +144,9 @@ def _query(stack: Stack, expr: str) -> list[dict[str, Any]]:
     return list(response.json()["data"]["result"])
 
 
-def _wait(probe: Any, what: str, timeout_s: float = 40) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not seen in {timeout_s} s"
-        time.sleep(1)
+def _wait(probe: Any, what: str) -> Any:
+    """Prometheus scrapes and evaluates every second: ask as often, for 40 s."""
+    return wait_until(probe, what, timeout_s=40, interval_s=1)
 
 
 def _predict(served: Served, rows: list[dict[str, Any]]) -> httpx.Response:

@@ -20,8 +20,8 @@ import pytest
 from tabserve.core.predictor import Predictor
 from tabserve.record.backends import open_store
 from tabserve.security.users import UserStore
-from tests.service.test_feedback_loop import _metric, _predict, _settled, _token, _wait_for
-from tests.support import cheap_hasher, import_test_model, server_env, serving
+from tests.service.test_feedback_loop import _metric, _predict, _settled, _token
+from tests.support import cheap_hasher, import_test_model, server_env, serving, wait_until
 from tests.ui.browser import CHROMIUM, CHROMIUM_ARGS, log_in, wait_for
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def test_a_shadow_scores_every_row_off_the_path_and_is_compared(tmp_path: Path) 
 
         # The shadow's answers are recorded beside them, under the same ids.
         store = open_store(record)
-        _wait_for(
+        wait_until(
             lambda: store.counts().get("served_shadow") == 120, "120 shadow rows in the record"
         )
         shadow_model = Predictor.from_bundle(
