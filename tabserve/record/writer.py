@@ -26,6 +26,9 @@ from tabserve.record.store import RecordStore, StoreError
 
 logger = logging.getLogger("tabserve.record")
 
+# Why rows were not recorded (``on_dropped``'s reasons, the metric's label values).
+DROP_REASONS = ("queue_full", "store_error", "unencodable")
+
 
 class Recorder:
     """Writes offered rows to ``store`` from its own thread.

@@ -23,7 +23,7 @@ from tabserve.record.backends import open_store
 from tabserve.record.rows import LabelledRow, Recorded, Served
 from tabserve.record.settings import RecordSettings
 from tabserve.record.store import StoreError
-from tabserve.record.writer import Recorder
+from tabserve.record.writer import DROP_REASONS, Recorder
 
 # Every worker computes the same figures from the shared record, each at its own moment:
 # the gauges below keep the most recently published value among live workers
@@ -196,7 +196,7 @@ class LiveRecord:
                 self.metrics.test_quality.labels(metric=live_name, model=model_version).set(
                     test_metrics[name]
                 )
-        for reason in ("queue_full", "store_error", "unencodable"):
+        for reason in DROP_REASONS:
             self.metrics.dropped.labels(reason=reason)
         for outcome in OUTCOMES:
             self.metrics.feedback_rows.labels(outcome=outcome)
@@ -226,8 +226,8 @@ class LiveRecord:
         """Queue answered rows for the record, each named by its answer's ``id``; with
         ``features`` False, the answers only (a shadow's: the champion's record holds the
         same rows' features). A call's rows all came through the HTTP edge or the UI, which
-        gave each an id, or none did (a direct call's: not recorded): nothing here is done
-        per row."""
+        gave each an id, or none did (a direct call's: not recorded). The recorder encodes
+        the rows here, in the model call (:meth:`Recorder.offer`)."""
         if answers and "id" in answers[0]:
             self.recorder.offer(
                 Served(
